@@ -1,0 +1,5 @@
+import sys
+
+from mmaccel.cli import main
+
+sys.exit(main())
