@@ -1,1 +1,35 @@
-"""mmaccel.methods"""
+"""Built-in methods. Importing this package registers each of them (an explicit list, no discovery magic)."""
+
+from mmaccel.methods.base import (
+    LayerTokens,
+    Needs,
+    ScorePruner,
+    Stage,
+    TokenMethod,
+    VisualReduction,
+    VisualTokens,
+)
+from mmaccel.methods.fastervlm import FasterVLM
+from mmaccel.methods.fastv import FastV
+from mmaccel.methods.pool import Pool
+from mmaccel.methods.random_prune import RandomPrune
+from mmaccel.methods.registry import get_method, list_methods, register_method
+from mmaccel.methods.visionzip import VisionZip
+
+__all__ = [
+    "FastV",
+    "FasterVLM",
+    "LayerTokens",
+    "Needs",
+    "Pool",
+    "RandomPrune",
+    "ScorePruner",
+    "Stage",
+    "TokenMethod",
+    "VisionZip",
+    "VisualReduction",
+    "VisualTokens",
+    "get_method",
+    "list_methods",
+    "register_method",
+]

@@ -1,0 +1,63 @@
+"""Per-call records: what a method did to one forward call (and the decode steps that follow it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class SampleStats:
+    """Visual-token accounting of one sample (one row of the batch).
+
+    ``stages`` maps a stage name ("vision_output", "llm_layer_2", ...) to (tokens in, tokens out);
+    ``layer_tokens`` holds the visual tokens each language-model layer processes in prefill.
+    """
+
+    images: int
+    visual_tokens: int  # produced by the vision encoder for this sample, before any method
+    stages: dict[str, tuple[int, int]] = field(default_factory=dict)
+    layer_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def llm_input_tokens(self) -> int:
+        """Visual tokens entering the language model."""
+        return self.layer_tokens[0] if self.layer_tokens else self.visual_tokens
+
+    @property
+    def equivalent_tokens(self) -> float:
+        """Layer-averaged visual tokens (the budget convention of SparseVLM's tables)."""
+        return sum(self.layer_tokens) / len(self.layer_tokens) if self.layer_tokens else float(self.visual_tokens)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "visual_tokens": self.visual_tokens,
+            "llm_input_tokens": self.llm_input_tokens,
+            "equivalent_tokens": self.equivalent_tokens,
+            "stages": {name: list(value) for name, value in self.stages.items()},
+            "layer_tokens": list(self.layer_tokens),
+        }
+
+
+@dataclass
+class TokenContext:
+    """What happened in one prefill call: per-sample stats and the kept indices per stage.
+
+    ``visual_keep``: per image (in batch order), the original visual token each token handed to the language
+    model stands for (-1 for a non-patch token such as CLS); ``visual_groups``: per image, the output token each
+    original token went into (-1 when dropped). ``llm_keep``: per pruning layer, the kept positions of each row
+    in that layer's input sequence.
+    """
+
+    stats: list[SampleStats]
+    visual_keep: list[torch.Tensor] = field(default_factory=list)
+    visual_groups: list[torch.Tensor] = field(default_factory=list)
+    llm_keep: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    decode_steps: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.stats)

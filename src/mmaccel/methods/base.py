@@ -1,0 +1,222 @@
+"""What a method is: the stage it acts at, what it needs, one budget knob, and the hook of its stage.
+
+A method is a dataclass whose fields are its hyper-parameters plus the standard ``budget``. It overrides only the
+hook of its stage and never asks which model it runs on: the engine hands it tensors and the adapter's facts.
+
+* ``VISUAL_OUTPUT`` methods implement :meth:`TokenMethod.reduce_visual` on the visual tokens of each image,
+  before the language model (at the projector input for LLaVA-1.5).
+* ``LLM_PREFILL`` methods implement :meth:`TokenMethod.prune_layer`, called at each layer of
+  :meth:`TokenMethod.prune_layers` during prefill, with attention rows of the previous layer when ``needs`` asks.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from mmaccel.errors import ConfigError, NotSupportedError
+from mmaccel.ops.select import keep_count, topk_keep
+
+if TYPE_CHECKING:
+    from mmaccel.models.base import ModelAdapter
+
+
+class Stage(enum.Flag):
+    """Where a method acts, in the order data flows."""
+
+    FRAMES = enum.auto()  # before the processor (keyframe selection)
+    VISION_ENCODER = enum.auto()  # inside the vision tower
+    VISUAL_OUTPUT = enum.auto()  # after the vision tower, before the language model
+    LLM_PREFILL = enum.auto()  # inside the language model, during prefill
+    KV_CACHE = enum.auto()  # cache eviction during decode
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method needs the engine to capture for it."""
+
+    vision_cls_attention: bool = False  # CLS-row attention of the feature layer, per head
+    vision_keys: bool = False  # keys of the feature layer, mean over heads
+    vision_cls_feature: bool = False  # the CLS hidden state of the feature layer
+    llm_attention_rows: bool = False  # attention rows of chosen queries at layer K - 1
+
+    @property
+    def cls_token(self) -> bool:
+        return self.vision_cls_attention or self.vision_cls_feature
+
+
+@dataclass
+class VisualTokens:
+    """The visual tokens of a batch of images where a ``VISUAL_OUTPUT`` method acts.
+
+    Shapes: I images, P visual tokens per image (raster order of a ``grid`` = (h, w) patch grid), D channels.
+    """
+
+    features: torch.Tensor  # (I, P, D)
+    grid: tuple[int, int]  # (h, w), h * w == P
+    cls_attention: torch.Tensor | None = None  # (I, H, P) CLS attention over the visual tokens
+    keys: torch.Tensor | None = None  # (I, P, d) head-mean keys of the visual tokens
+    cls_feature: torch.Tensor | None = None  # (I, D) CLS hidden state of the feature layer
+
+    @property
+    def n_images(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.features.shape[1]
+
+
+@dataclass
+class VisualReduction:
+    """Output of a ``VISUAL_OUTPUT`` method.
+
+    ``source`` is the original token each output token stands for (its own index for a kept token, the
+    representative for a merged one, -1 for a token that is not a visual token such as CLS); ``groups`` maps
+    every input token to the output token it went into (-1 when dropped), for sizes and pictures.
+    """
+
+    features: torch.Tensor  # (I, P', D)
+    source: torch.Tensor  # (I, P') long
+    groups: torch.Tensor  # (I, P) long
+
+    @classmethod
+    def select(cls, tokens: VisualTokens, keep: torch.Tensor) -> VisualReduction:
+        """Plain selection: keep: (I, P') sorted indices into the P visual tokens."""
+        n_images, n_keep = keep.shape
+        features = tokens.features.gather(1, keep[..., None].expand(-1, -1, tokens.features.shape[-1]))
+        groups = torch.full((n_images, tokens.n_tokens), -1, dtype=torch.long, device=keep.device)
+        groups.scatter_(1, keep, torch.arange(n_keep, device=keep.device).expand(n_images, -1))
+        return cls(features=features, source=keep, groups=groups)
+
+
+@dataclass
+class LayerTokens:
+    """The sequence entering a pruning layer of the language model (B rows, L tokens)."""
+
+    layer: int
+    hidden: torch.Tensor  # (B, L, D)
+    visual_index: torch.Tensor  # (B, L) long: image number within its row for visual tokens, -1 otherwise
+    valid: torch.Tensor  # (B, L) bool: real tokens (False for padding)
+    attention: torch.Tensor | None  # (B, H, R, L) float32 attention rows from layer - 1, when needed
+    query_rows: torch.Tensor | None  # (B, R) long: positions of those rows
+
+
+def _check_budget(budget: object) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise ConfigError(f"budget must be an int (tokens kept per image) or a float in (0, 1], got {budget!r}")
+    if isinstance(budget, int) and budget < 1:
+        raise ConfigError(f"budget={budget} is out of range: an int budget is the tokens kept per image, >= 1")
+    if isinstance(budget, float) and not 0.0 < budget <= 1.0:
+        raise ConfigError(f"budget={budget} is out of range: a float budget is a fraction in (0, 1]")
+
+
+@dataclass
+class TokenMethod:
+    """Base of every method: a stage, its needs and a validated ``budget``.
+
+    ``budget``: an ``int`` is the number of visual tokens kept per image (entering the language model for
+    pre-LLM methods, after layer K for in-LLM methods); a ``float`` in (0, 1] is the fraction kept.
+    """
+
+    name: ClassVar[str] = ""
+    stage: ClassVar[Stage] = Stage.VISUAL_OUTPUT
+    needs: ClassVar[Needs] = Needs()
+    has_positions_option: ClassVar[bool] = False
+
+    budget: int | float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_budget(self.budget)
+
+    # -- budget ----------------------------------------------------------------------------------------------
+    def keep_count(self, n_tokens: int) -> int:
+        """Visual tokens kept out of ``n_tokens`` under this method's budget."""
+        try:
+            return keep_count(self.budget, n_tokens)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def keeps_all(self, n_tokens: int) -> bool:
+        return self.keep_count(n_tokens) >= n_tokens
+
+    # -- validation against a model (before anything is touched) ---------------------------------------------
+    def validate(self, adapter: ModelAdapter) -> None:
+        """Raise ``ConfigError``/``NotSupportedError`` if the method cannot run on this model as configured."""
+        n_tokens = adapter.tokens_per_image()
+        if isinstance(self.budget, int) and n_tokens is not None and self.budget > n_tokens:
+            raise ConfigError(
+                f"budget={self.budget} asks for more visual tokens than an image has: "
+                f"{adapter.name} produces {n_tokens} per image, so an int budget must be in [1, {n_tokens}]"
+            )
+        if self.needs.cls_token and not adapter.has_cls_token():
+            raise NotSupportedError(
+                f"method {self.name!r} needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
+            )
+
+    def describe(self) -> dict[str, object]:
+        """Hyper-parameters as a plain dict (for configs and results)."""
+        return {"method": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    # -- stage hooks -----------------------------------------------------------------------------------------
+    def reduce_visual(self, tokens: VisualTokens) -> VisualReduction:
+        raise NotImplementedError(f"{type(self).__name__} does not act at VISUAL_OUTPUT")
+
+    def prune_layers(self, n_layers: int) -> tuple[int, ...]:
+        """Language-model layers at whose input this method prunes (in-LLM methods)."""
+        return ()
+
+    def prune_layer(self, tokens: LayerTokens) -> list[torch.Tensor]:
+        """Kept positions per row, each (L'_b,) sorted; text tokens must be kept unless the method merges them."""
+        raise NotImplementedError(f"{type(self).__name__} does not act at LLM_PREFILL")
+
+    def attention_queries(self, visual_index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Query positions whose attention rows the method needs: (B, R). Default: the last real token."""
+        positions = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+        return torch.where(valid, positions, -1).amax(dim=1, keepdim=True)
+
+
+class ScorePruner(TokenMethod):
+    """A method that scores visual tokens and keeps the top ``budget`` of each image in original order.
+
+    Pre-LLM subclasses implement ``score_visual(tokens) -> (I, P)``; in-LLM subclasses implement
+    ``score_layer(tokens) -> (B, L)`` over the whole sequence (only visual positions are read).
+    """
+
+    def score_visual(self, tokens: VisualTokens) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_layer(self, tokens: LayerTokens) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reduce_visual(self, tokens: VisualTokens) -> VisualReduction:
+        keep = topk_keep(self.score_visual(tokens), self.keep_count(tokens.n_tokens))  # (I, k)
+        return VisualReduction.select(tokens, keep)
+
+    def prune_layer(self, tokens: LayerTokens) -> list[torch.Tensor]:
+        scores = self.score_layer(tokens)  # (B, L)
+        kept_rows = []
+        for row in range(tokens.hidden.shape[0]):
+            visual_index = tokens.visual_index[row]  # (L,)
+            kept = [torch.nonzero(visual_index < 0).flatten()]
+            for image in visual_index.unique().tolist():
+                if image < 0:
+                    continue
+                members = torch.nonzero(visual_index == image).flatten()  # (n_i,)
+                chosen = topk_keep(scores[row, members][None], self.keep_count(members.numel()))[0]
+                kept.append(members[chosen])
+            kept_rows.append(torch.cat(kept).sort().values)
+        return kept_rows
+
+
+def check_positions(method: TokenMethod, value: str) -> None:
+    if value not in ("original", "contiguous"):
+        raise ConfigError(f"{method.name}: positions={value!r} is not allowed; use 'original' or 'contiguous'")
+
+
+def check_not_supported(condition: bool, message: str) -> None:
+    if condition:
+        raise NotSupportedError(message)

@@ -1,0 +1,38 @@
+"""Random selection: the sanity baseline every pruning method must beat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mmaccel.methods.base import ScorePruner, Stage, VisualTokens, check_positions
+from mmaccel.methods.registry import register_method
+
+
+@register_method("random")
+@dataclass
+class RandomPrune(ScorePruner):
+    """Keep a uniformly random subset of ``budget`` visual tokens per image, in original order (pre-LLM).
+
+    Shapes: features (I, P, D) -> (I, k, D). The subset depends only on ``seed`` and the image's position in
+    the batch, so a run is reproducible and a batch of two gives the same subsets as two single runs.
+
+    Paper: none (baseline; FastV's K=0 ablation keeps a random set, pkunlp-icler/FastV).
+    Differences from reference: not applicable.
+    """
+
+    stage = Stage.VISUAL_OUTPUT
+    has_positions_option = True
+
+    seed: int = 0
+    positions: str = "contiguous"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positions(self, self.positions)
+
+    def score_visual(self, tokens: VisualTokens) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        # One draw per image index, so image i gets the same scores whatever the batch size.
+        return torch.rand(tokens.n_images, tokens.n_tokens, generator=generator).to(tokens.features.device)

@@ -1,0 +1,104 @@
+"""VisionZip: dominant tokens by [CLS] attention plus contextual tokens merged by key similarity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mmaccel.errors import ConfigError
+from mmaccel.methods.base import Needs, Stage, TokenMethod, VisualReduction, VisualTokens, check_positions
+from mmaccel.methods.registry import register_method
+from mmaccel.ops.merge import contextual_merge
+from mmaccel.ops.select import topk_keep
+
+
+@register_method("visionzip")
+@dataclass
+class VisionZip(TokenMethod):
+    """Pre-LLM: ``dominant`` tokens (the CLS token plus the patches CLS attends to most) and ``contextual``
+    tokens (the remaining patches merged into uniformly spaced targets by key cosine similarity).
+
+    Computed at the vision feature layer (LLaVA-1.5: CLIP layer -2): score = CLS attention summed over heads,
+    keys = that layer's keys averaged over heads. Output per image, in this order: CLS, the dominant patches in
+    original order, then the contextual tokens; (I, P, D) -> (I, budget, D), merged before the projector.
+
+    Budget split: ``dominant`` counts the CLS token, as in the reference (``visionzip(model, dominant=54,
+    contextual=10)`` gives 64 tokens). When not given, ``contextual = round(budget * 5 / 32)`` and
+    ``dominant = budget - contextual``, the 54:10 ratio of the reference (64 -> 54 + 10, 128 -> 108 + 20,
+    192 -> 162 + 30).
+
+    Paper: "VisionZip: Longer is Better but Not Necessary in Vision Language Models", arXiv 2412.04467.
+    Reference: dvlab-research/VisionZip:visionzip/clip_encoder.py (``CLIPVisionTower_VisionZip.forward``),
+    commit 3151f6d.
+
+    Differences from reference:
+    - CLS attention and keys come from the feature layer's own q/k through the attention-function probe; the
+      reference runs CLIP with eager attention, ``output_attentions=True``, and patches the attention class.
+    - The budget may be given as one number; the reference takes ``dominant`` and ``contextual`` only.
+    - Ties between equal scores break toward the lower index (a stable sort).
+    """
+
+    stage = Stage.VISUAL_OUTPUT
+    needs = Needs(vision_cls_attention=True, vision_keys=True, vision_cls_feature=True)
+    has_positions_option = True
+
+    dominant: int | None = None
+    contextual: int | None = None
+    positions: str = "contiguous"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positions(self, self.positions)
+        for name in ("dominant", "contextual"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"visionzip: {name} must be a non-negative int, got {value!r}")
+        if self.dominant is not None and self.dominant < 1:
+            raise ConfigError("visionzip: dominant counts the CLS token, so it must be >= 1")
+
+    def split(self, n_tokens: int) -> tuple[int, int]:
+        """(dominant including CLS, contextual) for an image of ``n_tokens`` visual tokens."""
+        total = self.keep_count(n_tokens)
+        if self.dominant is not None and self.contextual is not None:
+            dominant, contextual = self.dominant, self.contextual
+        elif self.contextual is not None:
+            contextual = self.contextual
+            dominant = total - contextual
+        elif self.dominant is not None:
+            dominant = self.dominant
+            contextual = total - dominant
+        else:
+            contextual = round(total * 5 / 32)
+            dominant = total - contextual
+        if dominant < 1 or contextual < 0 or dominant - 1 + contextual > n_tokens:
+            raise ConfigError(
+                f"visionzip: dominant={dominant} (incl. CLS) + contextual={contextual} does not fit an image of "
+                f"{n_tokens} tokens with budget={self.budget}"
+            )
+        return dominant, contextual
+
+    def reduce_visual(self, tokens: VisualTokens) -> VisualReduction:
+        assert tokens.cls_attention is not None and tokens.keys is not None and tokens.cls_feature is not None
+        n_images, n_tokens, _ = tokens.features.shape
+        dominant, contextual = self.split(n_tokens)
+        device = tokens.features.device
+
+        scores = tokens.cls_attention.sum(dim=1)  # (I, H, P) -> (I, P)
+        top = topk_keep(scores, dominant - 1)  # (I, D - 1) sorted patch indices
+        is_top = torch.zeros(n_images, n_tokens, dtype=torch.bool, device=device).scatter_(1, top, True)
+        rest = torch.stack([torch.nonzero(~row).flatten() for row in is_top])  # (I, R) sorted
+        gather = lambda x, idx: x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+
+        parts = [tokens.cls_feature[:, None], gather(tokens.features, top)]  # (I, 1, D), (I, D - 1, D)
+        source = [torch.full((n_images, 1), -1, dtype=torch.long, device=device), top]
+        groups = torch.full((n_images, n_tokens), -1, dtype=torch.long, device=device)
+        groups.scatter_(1, top, torch.arange(1, dominant, device=device).expand(n_images, -1))
+        if contextual > 0:
+            merged, targets, assignment = contextual_merge(
+                gather(tokens.features, rest), gather(tokens.keys, rest), contextual
+            )  # (I, C, D), (C,), (I, R)
+            parts.append(merged)
+            source.append(rest[:, targets])
+            groups.scatter_(1, rest, assignment + dominant)
+        return VisualReduction(features=torch.cat(parts, dim=1), source=torch.cat(source, dim=1), groups=groups)

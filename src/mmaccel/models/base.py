@@ -1,0 +1,97 @@
+"""Model adapters: the only code that knows Hugging Face module names and version quirks.
+
+An adapter exposes facts (where the visual tokens are, which layers exist, whether the tower has a CLS token)
+and small operations (encode images, rotary embeddings). Methods and the engine never ask "is this LLaVA?".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class ModelAdapter(ABC):
+    """Per-architecture boundary between mmaccel and a Hugging Face vision-language model."""
+
+    name: ClassVar[str] = ""
+    model_classes: ClassVar[tuple[str, ...]] = ()  # class names of the supported top-level models
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    # -- language model ---------------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def base_model(self) -> nn.Module:
+        """The module whose forward receives input_ids, masks, positions, cache and visual inputs."""
+
+    @property
+    @abstractmethod
+    def text_config(self) -> Any: ...
+
+    @abstractmethod
+    def text_layers(self) -> nn.ModuleList: ...
+
+    def num_text_layers(self) -> int:
+        return len(self.text_layers())
+
+    @abstractmethod
+    def text_attention(self, layer: int) -> nn.Module:
+        """The attention module of decoder layer ``layer`` (its attention function receives post-RoPE q/k)."""
+
+    @abstractmethod
+    def rotary_embedding(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) for ``position_ids`` (B, L), as the decoder layers receive them."""
+
+    # -- vision side --------------------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def vision_config(self) -> Any: ...
+
+    @abstractmethod
+    def has_cls_token(self) -> bool: ...
+
+    @abstractmethod
+    def tokens_per_image(self) -> int | None:
+        """Visual tokens per image entering the language model, or None when it depends on the image."""
+
+    @abstractmethod
+    def patch_grid(self) -> tuple[int, int]:
+        """(h, w) patch grid of one image's visual tokens."""
+
+    @abstractmethod
+    def feature_layer(self) -> nn.Module:
+        """The vision block whose output hidden states are the visual features."""
+
+    @abstractmethod
+    def feature_attention(self) -> nn.Module:
+        """The attention module inside :meth:`feature_layer`."""
+
+    @abstractmethod
+    def cls_in_features(self) -> bool:
+        """Whether the visual tokens handed to the language model include the CLS token (at index 0)."""
+
+    @abstractmethod
+    def reduction_module(self) -> nn.Module:
+        """Module whose first input is the (I, P, D) visual tokens that pre-LLM methods reduce."""
+
+    @abstractmethod
+    def encode_images(self, inputs: dict[str, Any]) -> Any:
+        """Run the model's own image encoder on ``inputs`` (pixel values and related keys); returns its output."""
+
+    image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
+
+    @property
+    @abstractmethod
+    def image_token_id(self) -> int: ...
+
+    # -- attention implementation --------------------------------------------------------------------------------
+    @abstractmethod
+    def attn_implementation(self, part: str) -> str:
+        """The attention implementation of ``part`` ("text" or "vision")."""
+
+    @abstractmethod
+    def set_attn_implementation(self, part: str, name: str) -> None: ...

@@ -1,0 +1,106 @@
+"""Adapter for ``LlavaForConditionalGeneration`` (LLaVA-1.5 layout: CLIP tower, MLP projector, Llama-like LM)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmaccel.errors import NotSupportedError
+from mmaccel.models.base import ModelAdapter
+
+
+class LlavaAdapter(ModelAdapter):
+    """LLaVA-1.5 as ``transformers`` 5.23 builds it.
+
+    Facts used: ``model.model.{vision_tower, multi_modal_projector, language_model}``; CLIP encoder blocks at
+    ``vision_tower.encoder.layers``; ``hidden_states[f]`` for a negative feature layer f is the output of
+    ``encoder.layers[f]`` (for f >= 1, of ``layers[f - 1]``); the ``"default"`` select strategy drops CLS before
+    the projector; ``get_image_features`` returns one (P, D) tensor per image in ``pooler_output``.
+    """
+
+    name = "llava"
+    model_classes = ("LlavaForConditionalGeneration",)
+
+    @property
+    def base_model(self) -> nn.Module:
+        return self.model.model
+
+    @property
+    def text_config(self) -> Any:
+        return self.model.config.text_config
+
+    def text_layers(self) -> nn.ModuleList:
+        return self.model.model.language_model.layers
+
+    def text_attention(self, layer: int) -> nn.Module:
+        return self.text_layers()[layer].self_attn
+
+    def rotary_embedding(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.model.language_model.rotary_emb(hidden, position_ids=position_ids)
+
+    # -- vision --------------------------------------------------------------------------------------------------
+    @property
+    def vision_config(self) -> Any:
+        return self.model.config.vision_config
+
+    def _tower(self) -> nn.Module:
+        return self.model.model.vision_tower
+
+    def has_cls_token(self) -> bool:
+        return type(self._tower()).__name__.startswith("CLIP")
+
+    def _select_strategy(self) -> str:
+        return self.model.config.vision_feature_select_strategy
+
+    def _feature_layer_index(self) -> int:
+        feature_layer = self.model.config.vision_feature_layer
+        if not isinstance(feature_layer, int):
+            raise NotSupportedError(
+                f"vision_feature_layer={feature_layer!r} (several layers concatenated) is not supported by "
+                "methods that read the feature layer's attention; use an int feature layer"
+            )
+        n_layers = len(self._tower().encoder.layers)
+        if feature_layer == 0 or feature_layer < -n_layers or feature_layer > n_layers:
+            raise NotSupportedError(f"vision_feature_layer={feature_layer} is not a transformer block output")
+        return feature_layer if feature_layer < 0 else feature_layer - 1
+
+    def feature_layer(self) -> nn.Module:
+        return self._tower().encoder.layers[self._feature_layer_index()]
+
+    def feature_attention(self) -> nn.Module:
+        return self.feature_layer().self_attn
+
+    def cls_in_features(self) -> bool:
+        return self._select_strategy() == "full"
+
+    def patch_grid(self) -> tuple[int, int]:
+        side = self.vision_config.image_size // self.vision_config.patch_size
+        return side, side
+
+    def tokens_per_image(self) -> int | None:
+        height, width = self.patch_grid()
+        return height * width + (1 if self.cls_in_features() else 0)
+
+    def reduction_module(self) -> nn.Module:
+        return self.model.model.multi_modal_projector
+
+    def encode_images(self, inputs: dict[str, Any]) -> Any:
+        keys = ("pixel_values", "vision_feature_layer", "vision_feature_select_strategy", "image_sizes")
+        kwargs = {key: inputs[key] for key in keys if inputs.get(key) is not None}
+        return self.model.model.get_image_features(**kwargs, return_dict=True)
+
+    image_input_keys = ("pixel_values", "image_sizes", "vision_feature_layer", "vision_feature_select_strategy")
+
+    @property
+    def image_token_id(self) -> int:
+        return self.model.config.image_token_id
+
+    # -- attention implementation ----------------------------------------------------------------------------------
+    def attn_implementation(self, part: str) -> str:
+        config = self.text_config if part == "text" else self.vision_config
+        return config._attn_implementation
+
+    def set_attn_implementation(self, part: str, name: str) -> None:
+        self.model.set_attn_implementation({f"{part}_config": name})

@@ -1,0 +1,24 @@
+"""Adapter lookup by the model's class."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mmaccel.errors import NotSupportedError
+from mmaccel.models.base import ModelAdapter
+from mmaccel.models.llava import LlavaAdapter
+
+ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter,)
+
+
+def supported_models() -> list[str]:
+    return [name for adapter in ADAPTERS for name in adapter.model_classes]
+
+
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """The adapter serving ``model``; ``NotSupportedError`` names the supported classes otherwise."""
+    class_name = type(model).__name__
+    for adapter in ADAPTERS:
+        if class_name in adapter.model_classes:
+            return adapter(model)
+    raise NotSupportedError(f"model class {class_name} is not supported; supported: {', '.join(supported_models())}")
