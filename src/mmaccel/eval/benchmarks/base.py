@@ -57,6 +57,7 @@ class Benchmark:
     protocols: ClassVar[tuple[str, ...]] = PROTOCOLS
     headline: ClassVar[str] = "accuracy"  # the key of the main number in aggregate()'s result
     description: ClassVar[str] = ""
+    references: ClassVar[dict[str, str]] = {}  # protocol -> the reference scorer it reproduces (owner/repo:path)
 
     def load(self, data_dir: str | Path, split: str | None = None, limit: int | None = None, *, images: bool = True):
         """Read the benchmark from ``data_dir`` (LLaVA evaluation layout or lmms-lab parquet layout).
@@ -85,6 +86,10 @@ class Benchmark:
     def aggregate(self, rows: list[dict[str, Any]], protocol: str = "llava") -> dict[str, Any]:
         """Combine per-item rows into metrics; percentages are on a 0-100 scale, unrounded."""
         raise NotImplementedError
+
+    def question_key(self, text: str) -> str:
+        """Compare-key of a question, used to tell apart questions that share a LLaVA ``question_id``."""
+        return text.replace("<image>", "").strip().split("\n")[0].strip().lower()
 
     def check(self, protocol: str) -> str:
         return check_protocol(protocol, self.protocols)

@@ -14,7 +14,7 @@ References:
 from __future__ import annotations
 
 import string
-from typing import Any
+from typing import Any, ClassVar
 
 from mmaccel.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, Benchmark, Sample
 from mmaccel.eval.benchmarks.registry import register_benchmark
@@ -38,6 +38,11 @@ def gqa_match(prediction: str, gold: str, protocol: str = "llava") -> bool:
 class GQA(Benchmark):
     name = "gqa"
     headline = "accuracy"
+    references: ClassVar[dict[str, str]] = {
+        "llava": "haotian-liu/LLaVA:scripts/convert_gqa_for_eval.py + GQA eval.py",
+        "lmms_eval": "EvolvingLMMs-Lab/lmms-eval:lmms_eval/tasks/gqa",
+        "vlmevalkit": "open-compass/VLMEvalKit:vlmeval/dataset/utils/vqa_eval.py (accuracy)",
+    }
     description = "GQA testdev-balanced, exact-match accuracy"
 
     def prompt(self, sample: Sample, protocol: str = "llava") -> str:

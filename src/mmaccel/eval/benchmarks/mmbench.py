@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from mmaccel.eval.benchmarks.base import LETTER_SUFFIX, Benchmark, Sample
 from mmaccel.eval.benchmarks.registry import register_benchmark
@@ -129,6 +129,11 @@ def vlmevalkit_generic_prompt(sample: Sample) -> str:
 class MMBench(Benchmark):
     name = "mmbench"
     headline = "circular_accuracy"
+    references: ClassVar[dict[str, str]] = {
+        "llava": "open-compass/VLMEvalKit:vlmeval/dataset/utils/multiple_choice.py (can_infer until 2025-07)",
+        "lmms_eval": "EvolvingLMMs-Lab/lmms-eval:lmms_eval/tasks/mmbench/mmbench_evals.py",
+        "vlmevalkit": "open-compass/VLMEvalKit:vlmeval/dataset/utils/multiple_choice.py (can_infer HEAD)",
+    }
     description = "MMBench dev, CircularEval accuracy"
 
     def __init__(self, judge: Callable[[str, dict[str, str]], str | None] | None = None):

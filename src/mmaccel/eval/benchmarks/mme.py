@@ -22,7 +22,7 @@ Differences from reference:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 from mmaccel.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, Benchmark, Sample
 from mmaccel.eval.benchmarks.pope import parse_pope
@@ -59,6 +59,11 @@ def parse_mme(text: str, protocol: str = "llava") -> str:
 class MME(Benchmark):
     name = "mme"
     headline = "perception"
+    references: ClassVar[dict[str, str]] = {
+        "llava": "BradyFU/Awesome-Multimodal-Large-Language-Models@Evaluation:tools/eval_tool/calculation.py",
+        "lmms_eval": "EvolvingLMMs-Lab/lmms-eval:lmms_eval/tasks/mme/utils.py",
+        "vlmevalkit": "open-compass/VLMEvalKit:vlmeval/dataset/image_yorn.py",
+    }
     description = "MME perception and cognition, 100*acc + 100*acc+ per subtask"
 
     def prompt(self, sample: Sample, protocol: str = "llava") -> str:
@@ -66,6 +71,9 @@ class MME(Benchmark):
         if self.check(protocol) == "vlmevalkit":
             return sample.question
         return sample.question.replace(YES_NO_SUFFIX, SHORT_ANSWER_SUFFIX)
+
+    def question_key(self, text: str) -> str:
+        return super().question_key(text.replace(YES_NO_SUFFIX.strip(), ""))
 
     def score(self, sample: Sample, prediction: str, protocol: str = "llava") -> dict[str, Any]:
         self.check(protocol)

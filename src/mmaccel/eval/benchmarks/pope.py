@@ -22,7 +22,7 @@ Differences from reference:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from mmaccel.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, Benchmark, Sample
 from mmaccel.eval.benchmarks.normalize import PERIOD_STRIP_FIXED, process_punctuation
@@ -85,6 +85,11 @@ def binary_metrics(rows: list[dict[str, Any]], protocol: str) -> dict[str, float
 class POPE(Benchmark):
     name = "pope"
     headline = "mean_f1"
+    references: ClassVar[dict[str, str]] = {
+        "llava": "haotian-liu/LLaVA:llava/eval/eval_pope.py",
+        "lmms_eval": "EvolvingLMMs-Lab/lmms-eval:lmms_eval/tasks/pope/utils.py",
+        "vlmevalkit": "open-compass/VLMEvalKit:vlmeval/dataset/utils/yorn.py",
+    }
     description = "POPE object hallucination (COCO), F1 per split"
 
     def prompt(self, sample: Sample, protocol: str = "llava") -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Any
+from typing import Any, ClassVar
 
 from mmaccel.eval.benchmarks.base import LETTER_SUFFIX, Benchmark, Sample
 from mmaccel.eval.benchmarks.registry import register_benchmark
@@ -57,6 +57,11 @@ def format_choices(choices: list[str]) -> str:
 class ScienceQAImg(Benchmark):
     name = "scienceqa_img"
     headline = "img_accuracy"
+    references: ClassVar[dict[str, str]] = {
+        "llava": "haotian-liu/LLaVA:llava/eval/eval_science_qa.py",
+        "lmms_eval": "EvolvingLMMs-Lab/lmms-eval:lmms_eval/tasks/scienceqa/utils.py",
+        "vlmevalkit": "open-compass/VLMEvalKit:vlmeval/utils/matching_util.py",
+    }
     description = "ScienceQA test, questions with an image; multiple-choice accuracy"
 
     def prompt(self, sample: Sample, protocol: str = "llava") -> str:

@@ -17,8 +17,9 @@ Differences from reference:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from mmaccel.errors import DataError
 from mmaccel.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, Benchmark, Sample
 from mmaccel.eval.benchmarks.normalize import evalai_normalize, vlmevalkit_normalize, vqa_accuracy
 from mmaccel.eval.benchmarks.registry import register_benchmark
@@ -31,6 +32,11 @@ __all__ = ["TextVQA"]
 class TextVQA(Benchmark):
     name = "textvqa"
     headline = "accuracy"
+    references: ClassVar[dict[str, str]] = {
+        "llava": "haotian-liu/LLaVA:llava/eval/m4c_evaluator.py",
+        "lmms_eval": "EvolvingLMMs-Lab/lmms-eval:lmms_eval/tasks/textvqa/utils.py",
+        "vlmevalkit": "open-compass/VLMEvalKit:vlmeval/dataset/utils/vqa_eval.py",
+    }
     description = "TextVQA val, VQA accuracy"
 
     def prompt(self, sample: Sample, protocol: str = "llava") -> str:
@@ -38,7 +44,12 @@ class TextVQA(Benchmark):
             return sample.question + SHORT_ANSWER_SUFFIX
         question = sample.question.capitalize()
         if protocol == "llava":
-            ocr = ", ".join(sample.meta.get("ocr_tokens") or [])
+            if sample.meta.get("ocr_tokens") is None:
+                raise DataError(
+                    f"TextVQA question {sample.id} has no OCR tokens; the 'llava' prompt needs them "
+                    "(llava_textvqa_val_v051_ocr.jsonl or an ocr_tokens column)"
+                )
+            ocr = ", ".join(sample.meta["ocr_tokens"])
             return f"{question}\nReference OCR token: {ocr}{SHORT_ANSWER_SUFFIX}"
         return question + SHORT_ANSWER_SUFFIX
 

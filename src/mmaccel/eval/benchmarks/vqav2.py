@@ -19,7 +19,7 @@ Differences from reference:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 from mmaccel.eval.benchmarks.base import SHORT_ANSWER_SUFFIX, Benchmark, Sample
 from mmaccel.eval.benchmarks.normalize import (
@@ -50,6 +50,14 @@ def vqav2_accuracy(prediction: str, answers: list[str], protocol: str = "llava")
 class VQAv2(Benchmark):
     name = "vqav2"
     headline = "accuracy"
+    references: ClassVar[dict[str, str]] = {
+        "llava": (
+            "haotian-liu/LLaVA:scripts/convert_vqav2_for_submission.py + "
+            "GT-Vision-Lab/VQA:PythonEvaluationTools/vqaEvaluation/vqaEval.py"
+        ),
+        "lmms_eval": "EvolvingLMMs-Lab/lmms-eval:lmms_eval/tasks/vqav2/utils.py",
+        "vlmevalkit": "open-compass/VLMEvalKit:vlmeval/dataset/utils/vqa_eval.py (vqa_score)",
+    }
     description = "VQAv2, VQA accuracy (val annotations locally)"
 
     def prompt(self, sample: Sample, protocol: str = "llava") -> str:
