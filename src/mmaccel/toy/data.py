@@ -1,0 +1,204 @@
+"""Training batches for the toy model: pixel tensors, per-patch targets and packed question turns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from mmaccel.toy.processor import CLIP_MEAN, CLIP_STD, NUM_IMAGE_TOKENS
+from mmaccel.toy.questions import QUESTION_TYPES, Question, ask, choose_suffix
+from mmaccel.toy.world import COLOR_NAMES, SHAPES, Scene, patch_labels, render, sample_scene
+
+# Question mix of training; harder types get more turns.
+TRAIN_MIX: dict[str, float] = {
+    "exist": 1.5,
+    "color": 0.8,
+    "shape": 0.8,
+    "count": 1.0,
+    "position": 1.0,
+    "relation": 1.5,
+    "text": 1.2,
+    "mc": 1.6,
+    "science": 1.3,
+}
+
+
+def pixel_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 images ``[H, W, 3]`` -> CLIP-normalised ``[B, 3, H, W]`` float32 (what the image processor gives)."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0  # [B, 3, H, W]
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+@dataclass
+class VisionBatch:
+    """Stage-1 batch: pixels ``[B, 3, H, W]`` and targets ``[B, 64]`` per patch, ``[B, 18]`` / ``[B]`` per image."""
+
+    pixel_values: torch.Tensor
+    color: torch.Tensor
+    shape: torch.Tensor
+    character: torch.Tensor
+    sign: torch.Tensor
+    presence: torch.Tensor
+    count: torch.Tensor
+
+
+def vision_batch(rng: np.random.Generator, batch_size: int) -> VisionBatch:
+    """Random scenes with their per-patch colour, shape, character and sign labels."""
+    scenes = [sample_scene(rng) for _ in range(batch_size)]
+    labels = [patch_labels(scene) for scene in scenes]
+    presence = torch.zeros(batch_size, len(COLOR_NAMES) * len(SHAPES))
+    for index, scene in enumerate(scenes):
+        for item in scene.objects:
+            presence[index, COLOR_NAMES.index(item.color) * len(SHAPES) + SHAPES.index(item.shape)] = 1.0
+    return VisionBatch(
+        pixel_values=pixel_tensor([render(scene) for scene in scenes]),
+        color=torch.from_numpy(np.stack([label.color for label in labels])),
+        shape=torch.from_numpy(np.stack([label.shape for label in labels])),
+        character=torch.from_numpy(np.stack([label.character for label in labels])),
+        sign=torch.from_numpy(np.stack([label.sign for label in labels])),
+        presence=presence,
+        count=torch.tensor([len(scene.objects) for scene in scenes]),
+    )
+
+
+def sample_turns(scene: Scene, rng: np.random.Generator, num_turns: int, mix: dict[str, float]) -> list[Question]:
+    """``num_turns`` questions about one scene, types drawn from ``mix`` (types the scene cannot support skipped)."""
+    kinds = list(mix)
+    weights = np.array([mix[kind] for kind in kinds])
+    weights = weights / weights.sum()
+    questions: list[Question] = []
+    for _ in range(num_turns * 4):
+        question = ask(kinds[int(rng.choice(len(kinds), p=weights))], scene, rng)
+        if question is not None:
+            questions.append(question)
+            if len(questions) == num_turns:
+                break
+    return questions
+
+
+@dataclass
+class PackedBatch:
+    """Stage-2 batch: one shared image prefix and several independent turns per row.
+
+    ``input_ids``/``segments``/``positions``/``labels`` are ``[B, L]``; ``segments`` is 0 on the image prefix, ``k``
+    on turn ``k`` and -1 on padding and dropped image tokens; ``answer_mask`` marks the tokens predicted (answer and
+    ``</s>``) at their own position; ``kinds`` lists each turn's type for logging.
+    """
+
+    pixel_values: torch.Tensor
+    input_ids: torch.Tensor
+    segments: torch.Tensor
+    positions: torch.Tensor
+    labels: torch.Tensor
+    kinds: list[list[str]]
+
+    def attention_mask(self) -> torch.Tensor:
+        """4-D bool mask ``[B, 1, L, L]``: causal, each turn sees the prefix and itself, padding sees itself."""
+        length = self.segments.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        query, key = self.segments[:, :, None], self.segments[:, None, :]  # [B, L, 1], [B, 1, L]
+        mask = causal & ((key == 0) | (key == query)) & (key >= 0)
+        mask |= torch.eye(length, dtype=torch.bool)
+        return mask[:, None]
+
+
+class TurnEncoder:
+    """Tokenises the shared prefix ``USER: <image>×64\\n`` and turns ``{prompt} ASSISTANT: {answer}</s>``.
+
+    The pieces split at whitespace boundaries of the byte-level pre-tokenizer, so their concatenation equals the
+    processor's encoding of the single-turn chat prompt.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        self.tokenizer = tokenizer
+        head = tokenizer("USER: <image>\n", add_special_tokens=False)["input_ids"]
+        image_index = head.index(tokenizer.convert_tokens_to_ids("<image>"))
+        self.prefix = (
+            head[:image_index] + head[image_index : image_index + 1] * NUM_IMAGE_TOKENS + head[image_index + 1 :]
+        )
+        self.image_start = image_index
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self._cache: dict[str, list[int]] = {}
+
+    def encode(self, text: str) -> list[int]:
+        if text not in self._cache:
+            self._cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._cache[text]
+
+    def turn(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        """Token ids of the turn and the ids predicted (answer and ``</s>``)."""
+        return self.encode(f"{prompt} ASSISTANT:"), [*self.encode(f" {answer}"), self.eos_id]
+
+
+def packed_batch(
+    rng: np.random.Generator,
+    encoder: TurnEncoder,
+    batch_size: int,
+    num_turns: int,
+    mix: dict[str, float] | None = None,
+    drop_probability: float = 0.0,
+) -> PackedBatch:
+    """Scenes with ``num_turns`` independent question turns each, packed behind one image prefix per row.
+
+    With ``drop_probability``, a row keeps all object and sign patches but only a random share of the background
+    patches (contiguous positions), so the LM does not rely on the RoPE index of image tokens.
+    """
+    mix = mix or TRAIN_MIX
+    rows, kinds, images = [], [], []
+    for _ in range(batch_size):
+        scene = sample_scene(rng)
+        images.append(render(scene))
+        keep = np.ones(NUM_IMAGE_TOKENS, dtype=bool)
+        if drop_probability and rng.random() < drop_probability:
+            labels = patch_labels(scene)
+            informative = (labels.color > 0) | (labels.sign > 0)
+            keep = informative | (rng.random(NUM_IMAGE_TOKENS) < rng.uniform(0.1, 0.9))
+        ids = list(encoder.prefix)
+        segments = [0] * len(ids)
+        for index, kept in enumerate(keep):
+            if not kept:
+                segments[encoder.image_start + index] = -1
+        labels_row = [-100] * len(ids)
+        row_kinds = []
+        for turn, question in enumerate(sample_turns(scene, rng, num_turns, mix), start=1):
+            prompt_ids, answer_ids = encoder.turn(question.prompt(choose_suffix(question, rng)), question.answer)
+            ids += prompt_ids + answer_ids
+            segments += [turn] * (len(prompt_ids) + len(answer_ids))
+            labels_row += [-100] * (len(prompt_ids) - 1) + answer_ids + [-100]
+            row_kinds.append(question.kind)
+        rows.append((ids, segments, labels_row))
+        kinds.append(row_kinds)
+    length = max(len(ids) for ids, _, _ in rows)
+    input_ids = torch.full((batch_size, length), encoder.pad_id, dtype=torch.long)
+    segments_t = torch.full((batch_size, length), -1, dtype=torch.long)
+    labels_t = torch.full((batch_size, length), -100, dtype=torch.long)
+    positions = torch.zeros((batch_size, length), dtype=torch.long)
+    for row, (ids, segments, labels_row) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        segments_t[row, : len(ids)] = torch.tensor(segments)
+        labels_t[row, : len(ids)] = torch.tensor(labels_row)
+        positions[row] = _positions(segments_t[row], len(encoder.prefix))
+    return PackedBatch(pixel_tensor(images), input_ids, segments_t, positions, labels_t, kinds)
+
+
+def _positions(segments: torch.Tensor, prefix_length: int) -> torch.Tensor:
+    """Contiguous positions over kept prefix tokens; each turn restarts right after the prefix.  ``[L] -> [L]``."""
+    kept_prefix = (segments[:prefix_length] >= 0).long()
+    positions = torch.zeros_like(segments)
+    positions[:prefix_length] = torch.cumsum(kept_prefix, 0) - 1
+    start = int(kept_prefix.sum())
+    for turn in segments[prefix_length:].unique().tolist():
+        if turn <= 0:
+            continue
+        where = (segments == turn).nonzero().squeeze(1)
+        positions[where] = start + torch.arange(len(where))
+    return positions.clamp(min=0)
+
+
+__all__ = ["QUESTION_TYPES", "TRAIN_MIX", "PackedBatch", "TurnEncoder", "VisionBatch", "packed_batch", "vision_batch"]
