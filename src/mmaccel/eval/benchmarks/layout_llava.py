@@ -121,13 +121,14 @@ def load_scienceqa(root: Path, split: str | None, images: bool) -> tuple[list[Sa
         pids = [str(pid) for pid in splits[split]]
     else:
         pids = [pid for pid, problem in problems.items() if problem.get("split") == split]
-    samples = []
+    samples, text_only = [], []
     for pid in pids:
         if pid not in problems:
             raise DataError(f"{splits_path}: problem id {pid} is not in {root / 'problems.json'}")
         problem = problems[pid]
         require(problem, ("question", "choices", "answer"), f"{root / 'problems.json'}: problem {pid}")
         if not problem.get("image"):
+            text_only.append(pid)
             continue
         samples.append(
             Sample(
@@ -138,7 +139,8 @@ def load_scienceqa(root: Path, split: str | None, images: bool) -> tuple[list[Sa
                 meta={"choices": list(problem["choices"]), "hint": problem.get("hint") or ""},
             )
         )
-    return samples, {"split": split, "version": f"ScienceQA {split} IMG ({len(samples)} of {len(pids)} questions)"}
+    version = f"ScienceQA {split} IMG ({len(samples)} of {len(pids)} questions)"
+    return samples, {"split": split, "version": version, "excluded_ids": text_only}
 
 
 def _is_none(value: str | None) -> bool:

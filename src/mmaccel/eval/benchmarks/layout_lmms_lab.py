@@ -121,16 +121,17 @@ def load_scienceqa(root: Path, split: str | None, images: bool) -> tuple[list[Sa
     img_config = files[0].parent.name == "ScienceQA-IMG"
     columns = ["question", "choices", "answer", "hint"]
     rows = read_parquet(files, columns + (["image"] if images or not img_config else []))
-    samples = []
+    samples, text_only = [], []
     for position, r in enumerate(rows):
         if not img_config and not (r.get("image") or {}).get("bytes"):
-            continue  # ScienceQA-FULL: keep the questions with an image
+            text_only.append(f"{split}-{position}")  # ScienceQA-FULL: keep the questions with an image
+            continue
         samples.append(
             Sample(id=f"{split}-{position}", question=r["question"], image=_image(r.get("image")) if images else None,
                    answers=[str(int(r["answer"]))], meta={"choices": list(r["choices"]), "hint": r["hint"] or ""})
         )  # fmt: skip
     version = f"lmms-lab/ScienceQA {files[0].parent.name} {split} ({len(samples)} questions with an image)"
-    return samples, {"split": split, "version": version}
+    return samples, {"split": split, "version": version, "excluded_ids": text_only}
 
 
 def load_textvqa(root: Path, split: str | None, images: bool) -> tuple[list[Sample], dict[str, Any]]:

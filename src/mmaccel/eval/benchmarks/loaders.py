@@ -9,6 +9,8 @@ Two layouts are read (exact file names in ``docs/benchmarks-protocol.md``):
 
 Every loader returns ``(samples, info)``; ``info`` records the layout, split, dataset version and size, so
 results say which data they were computed on (POPE 8,910 vs 9,000 questions, MMBench dev 20230712 vs v1.0).
+``info["excluded_ids"]`` lists questions of the source left out on purpose (ScienceQA's text-only questions,
+which LLaVA answer files also contain); predictions for them are counted, not treated as unknown.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ class JoinReport:
     missing_ids: list[str]
     unknown_ids: list[str]
     on_missing: str
+    excluded: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class JoinReport:
             "unknown": len(self.unknown_ids),
             "unknown_ids": self.unknown_ids[:50],
             "missing_scored_as": self.on_missing if self.missing_ids else None,
+            "excluded": self.excluded,
         }
 
 
@@ -95,6 +97,7 @@ def join_predictions(
     path: str | Path,
     on_missing: str = "error",
     on_unknown: str = "error",
+    excluded_ids: frozenset[str] = frozenset(),
 ) -> tuple[list[tuple[Sample, str]], JoinReport]:
     """Pair every sample with its prediction.
 
@@ -102,6 +105,8 @@ def join_predictions(
         on_missing: questions without a prediction: ``"error"`` (default), ``"wrong"`` (scored as the empty
             answer, as LLaVA's converters do) or ``"skip"`` (left out; the score covers fewer questions).
         on_unknown: predictions whose id matches no question: ``"error"`` (default) or ``"ignore"``.
+        excluded_ids: ids of source questions the benchmark leaves out on purpose; their predictions are
+            counted as ``excluded`` and dropped.
     Both are always logged and counted in the report, with the first ids.
     """
     if on_missing not in MISSING_POLICIES:
@@ -114,7 +119,11 @@ def join_predictions(
         by_llava_id[str(sample.meta.get("llava_question_id", sample.id))].append(sample)
     taken: dict[str, PredictionRecord] = {}
     unknown: list[str] = []
+    excluded = 0
     for record in records:
+        if record.key in excluded_ids and record.key not in by_id:
+            excluded += 1
+            continue
         sample = by_id.get(record.key) if record.format == "mmaccel" else None
         if sample is None and record.format == "llava":
             sample = _resolve_llava(benchmark, by_llava_id.get(record.key, []), record, taken, path)
@@ -144,7 +153,7 @@ def join_predictions(
             pairs.append((sample, taken[sample.id].text))
         elif on_missing == "wrong":
             pairs.append((sample, ""))
-    report = JoinReport(str(path), records[0].format, len(records), len(taken), missing, unknown, on_missing)
+    report = JoinReport(str(path), records[0].format, len(records), len(taken), missing, unknown, on_missing, excluded)
     return pairs, report
 
 

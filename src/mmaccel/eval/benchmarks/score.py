@@ -33,14 +33,16 @@ def score_predictions(
     bench.check(protocol)
     records = read_predictions(predictions_path)
     samples = bench.load(data_dir, split=split, images=False)
-    pairs, report = join_predictions(bench, samples, records, predictions_path, on_missing, on_unknown)
+    info = bench.dataset_info()
+    excluded = frozenset(info.pop("excluded_ids", ()))
+    pairs, report = join_predictions(bench, samples, records, predictions_path, on_missing, on_unknown, excluded)
     rows = [bench.score(sample, prediction, protocol) for sample, prediction in pairs]
     metrics = bench.aggregate(rows, protocol)
     return {
         "benchmark": bench.name,
         "protocol": protocol,
         "reference": bench.references.get(protocol, ""),
-        "dataset": bench.dataset_info(),
+        "dataset": info,
         "predictions": report.as_dict(),
         "metrics": metrics,
     }
