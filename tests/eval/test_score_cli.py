@@ -33,6 +33,7 @@ def test_score_llava_layout_with_llava_answer_file(benchmark, tmp_path, capsys):
     assert result["metrics"][headline] == pytest.approx(expected)
     assert result["dataset"]["layout"] == "llava"
     assert result["predictions"]["missing"] == 0
+    assert result["predictions"]["excluded"] == (1 if benchmark == "scienceqa_img" else 0)  # text-only question
     assert headline in out
     assert f"{expected:.2f}" in out
 
