@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))  # shared helpers: tiny_models, method_matrix
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 

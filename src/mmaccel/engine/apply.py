@@ -114,7 +114,8 @@ class Session:
                 return None
             return (), self._start(kwargs)
         sequence = self._sequence
-        if sequence is None or sequence.cache is not cache:
+        q_len = input_ids.shape[1] if input_ids is not None else 1
+        if sequence is None or sequence.cache is not cache or (has_images and q_len > 1):
             if has_images:
                 raise NotSupportedError(
                     "image tokens arrived after the prefill (chunked prefill or a continued cache); "

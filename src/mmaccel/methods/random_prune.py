@@ -15,8 +15,9 @@ from mmaccel.methods.registry import register_method
 class RandomPrune(ScorePruner):
     """Keep a uniformly random subset of ``budget`` visual tokens per image, in original order (pre-LLM).
 
-    Shapes: features (I, P, D) -> (I, k, D). The subset depends only on ``seed`` and the image's position in
-    the batch, so a run is reproducible and a batch of two gives the same subsets as two single runs.
+    Shapes: features (I, P, D) -> (I, k, D). The subset of patch positions is drawn once from ``seed`` and
+    used for every image, so a run is reproducible and a batch gives the same subsets as single runs; it
+    depends on nothing in the image.
 
     Paper: none (baseline; FastV's K=0 ablation keeps a random set, pkunlp-icler/FastV).
     Differences from reference: not applicable.
@@ -34,5 +35,5 @@ class RandomPrune(ScorePruner):
 
     def score_visual(self, tokens: VisualTokens) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)
-        # One draw per image index, so image i gets the same scores whatever the batch size.
-        return torch.rand(tokens.n_images, tokens.n_tokens, generator=generator).to(tokens.features.device)
+        scores = torch.rand(tokens.n_tokens, generator=generator).to(tokens.features.device)  # (P,)
+        return scores.expand(tokens.n_images, -1)

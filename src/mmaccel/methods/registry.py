@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from importlib.metadata import entry_points
 from typing import TypeVar
@@ -68,7 +69,7 @@ def build_method(method: str | TokenMethod, budget: int | float | None = None, *
     if not isinstance(method, str):
         raise ConfigError(f"method must be a name or a TokenMethod instance, got {type(method).__name__}")
     cls = get_method(method)
-    allowed = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
+    allowed = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
     unknown = sorted(set(hyperparams) - allowed)
     if unknown:
         raise ConfigError(

@@ -1,0 +1,16 @@
+"""Every registered method with hyper-parameters valid on the tiny models: one row per method.
+
+Adding a method to the contract suite is adding a row here. ``budget`` is an int valid for a 16-token image.
+"""
+
+from __future__ import annotations
+
+METHOD_MATRIX: dict[str, dict] = {
+    "random": {"seed": 3},
+    "pool": {},
+    "fastv": {"k": 2},
+    "visionzip": {},
+    "fastervlm": {},
+}
+
+PARTIAL_BUDGET = 6  # tokens per image kept in the contract tests (of 16)
