@@ -1,0 +1,30 @@
+"""The command line: listing, the demo, and user errors without tracebacks."""
+
+from __future__ import annotations
+
+from mmaccel.cli import main
+
+
+def test_list_methods(capsys):
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fastv", "visionzip", "fastervlm", "random", "pool"):
+        assert name in out
+    assert "LLM_PREFILL" in out and "VISUAL_OUTPUT" in out
+
+
+def test_list_models(capsys):
+    assert main(["list", "models"]) == 0
+    assert "LlavaForConditionalGeneration" in capsys.readouterr().out
+
+
+def test_demo_runs_every_method(capsys):
+    assert main(["demo", "--prompts", "1", "--budgets", "0.25"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fastv", "visionzip", "fastervlm", "random", "pool"):
+        assert name in out
+
+
+def test_demo_rejects_bad_budget(capsys):
+    assert main(["demo", "--budgets", "1.5"]) == 2
+    assert "--budgets must be fractions in (0, 1]" in capsys.readouterr().err
