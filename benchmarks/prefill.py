@@ -15,6 +15,8 @@ no probe) and FastV as the reference implementations run it (eager attention + `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import platform
 import statistics
@@ -78,26 +80,71 @@ def build_inputs(device: str, dtype: torch.dtype, batch: int) -> dict[str, torch
     return {"input_ids": ids.to(device), "pixel_values": pixels.to(device=device, dtype=dtype)}
 
 
-def timed(model, inputs, runs: int, warmup: int, **forward_kwargs) -> float:
-    def once() -> float:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.no_grad():
-            model(**inputs, logits_to_keep=1, **forward_kwargs)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+def time_once(model, inputs, **forward_kwargs) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(**inputs, logits_to_keep=1, **forward_kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
-    for _ in range(warmup):
-        once()
-    return statistics.median(once() for _ in range(runs))
+
+def run_round_robin(model, inputs, configs: dict, runs: int, warmup: int) -> dict[str, float]:
+    """Median seconds per configuration, timed in interleaved rounds so that load drifts hit all alike.
+
+    ``configs`` maps a name to ``(context_factory, forward_kwargs, attn_implementation)``.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in configs}
+    for round_index in range(warmup + runs):
+        for name, (make_context, forward_kwargs, attn) in configs.items():
+            model.set_attn_implementation(attn)
+            with make_context():
+                seconds = time_once(model, inputs, **forward_kwargs)
+            if round_index >= warmup:
+                samples[name].append(seconds)
+        print(f"round {round_index + 1}/{warmup + runs} done", file=sys.stderr)
+    model.set_attn_implementation("sdpa")
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def predicted_flops(shape, stats, text_tokens: int) -> float:
     layer_tokens = [text_tokens + n for n in stats.layer_tokens]
     projected = stats.stages.get("vision_output", (stats.visual_tokens, stats.visual_tokens))[1]
     return shape.prefill_flops(layer_tokens, n_images=stats.images, projected_tokens=projected)
+
+
+def markdown(result: dict) -> str:
+    """The tables of docs/benchmarks.md from a result of this script."""
+    lines = [
+        f"Device: {result['device']}, {result['threads']} thread(s), {result['dtype']}, batch {result['batch']}; "
+        f"decoder {result['layers']} x d={result['hidden']}, vision tower {result['vision_layers']} blocks; "
+        f"median of {result['runs']} interleaved runs after {result['warmup']} warm-up.",
+        "",
+        "| method | budget | tokens to LLM | layer-avg tokens | prefill ms | measured speed-up | FLOPs speed-up |"
+        " measured / predicted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        tokens = row.get("llm_input_tokens", 576)
+        equivalent = row.get("equivalent_tokens", 576)
+        lines.append(
+            f"| {row['method']} | {row['budget']} | {tokens} | {equivalent:.0f} | {row['prefill_ms']:.0f} | "
+            f"x{row['speedup']:.2f} | x{row['flops_speedup']:.2f} | {row['speedup'] / row['flops_speedup']:.2f} |"
+        )
+    lines += [
+        "",
+        "| FastV budget | FastV (probe) ms | same split, given indices ms | probe cost |"
+        " eager + output_attentions ms |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["fastv_probe"]:
+        lines.append(
+            f"| {row['budget']} | {row['fastv_ms']:.0f} | {row['same_split_no_probe_ms']:.0f} | "
+            f"{row['probe_cost_pct']:+.1f} % | {row['eager_output_attentions_ms']:.0f} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--render", type=Path, default=None, help="print the tables of an earlier --out file")
     args = parser.parse_args(argv)
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
 
@@ -126,56 +177,70 @@ def main(argv: list[str] | None = None) -> int:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     print(f"device: {args.device} ({device_name}), threads={args.threads}, dtype={args.dtype}", file=sys.stderr)
 
-    baseline_s = timed(model, inputs, args.runs, args.warmup)
-    baseline_flops = shape.prefill_flops([text_tokens + 576] * args.layers, n_images=1, projected_tokens=576)
-    rows = [{"method": "none", "budget": 576, "prefill_ms": baseline_s * 1e3, "speedup": 1.0, "flops_speedup": 1.0}]
-    print(f"none      576  {baseline_s * 1e3:9.1f} ms", file=sys.stderr)
+    # Kept counts and keep indices come from one untimed call per method and budget.
+    configs = {"none/576": (contextlib.nullcontext, {}, "sdpa")}
+    stats = {}
     for method in args.methods:
         for budget in args.budgets:
-            with mmaccel.apply(model, method, budget=budget) as session:
-                seconds = timed(model, inputs, args.runs, args.warmup)
-            flops = predicted_flops(shape, session.last_call.stats[0], text_tokens)
-            row = {
+            with mmaccel.apply(model, method, budget=budget) as session, torch.no_grad():
+                model(**inputs, logits_to_keep=1)
+            stats[(method, budget)] = session.last_call
+            configs[f"{method}/{budget}"] = (
+                functools.partial(mmaccel.apply, model, method, budget=budget),
+                {},
+                "sdpa",
+            )
+    for budget in args.probe_budgets:
+        if ("fastv", budget) not in stats:
+            raise SystemExit(f"--probe-budgets {budget} must be one of --budgets with fastv in --methods")
+        keep = stats[("fastv", budget)].llm_keep[2]
+        preset = PresetLayerKeep(keep=keep, k=2, prompt_length=inputs["input_ids"].shape[1])
+        configs[f"fastv-same-split-no-probe/{budget}"] = (functools.partial(mmaccel.apply, model, preset), {}, "sdpa")
+        configs[f"fastv-eager-output-attentions/{budget}"] = (
+            functools.partial(mmaccel.apply, model, preset),
+            {"output_attentions": True},
+            "eager",
+        )
+    medians = run_round_robin(model, inputs, configs, args.runs, args.warmup)
+
+    baseline_s = medians["none/576"]
+    baseline_flops = shape.prefill_flops([text_tokens + 576] * args.layers, n_images=1, projected_tokens=576)
+    rows = [{"method": "none", "budget": 576, "prefill_ms": baseline_s * 1e3, "speedup": 1.0, "flops_speedup": 1.0}]
+    for (method, budget), call in stats.items():
+        seconds = medians[f"{method}/{budget}"]
+        flops = predicted_flops(shape, call.stats[0], text_tokens)
+        rows.append(
+            {
                 "method": method,
                 "budget": budget,
                 "prefill_ms": seconds * 1e3,
                 "speedup": baseline_s / seconds,
                 "flops_speedup": baseline_flops / flops,
+                "llm_input_tokens": call.stats[0].llm_input_tokens,
+                "equivalent_tokens": call.stats[0].equivalent_tokens,
             }
-            rows.append(row)
-            print(
-                f"{method:9s} {budget:4d} {seconds * 1e3:9.1f} ms  x{row['speedup']:.2f} "
-                f"(FLOPs x{row['flops_speedup']:.2f})",
-                file=sys.stderr,
-            )
-
-    # FastV scoring cost: the same split with the same keep indices and no probe.
+        )
     probe_rows = []
     for budget in args.probe_budgets:
-        with mmaccel.apply(model, "fastv", budget=budget) as session:
-            with_probe = timed(model, inputs, args.runs, args.warmup)
-        keep = session.last_call.llm_keep[2]
-        preset = PresetLayerKeep(keep=keep, k=2, prompt_length=inputs["input_ids"].shape[1])
-        with mmaccel.apply(model, preset):
-            without_probe = timed(model, inputs, args.runs, args.warmup)
-        model.set_attn_implementation("eager")
-        with mmaccel.apply(model, preset):
-            reference_style = timed(model, inputs, args.runs, args.warmup, output_attentions=True)
-        model.set_attn_implementation("sdpa")
+        with_probe = medians[f"fastv/{budget}"]
+        without_probe = medians[f"fastv-same-split-no-probe/{budget}"]
         probe_rows.append(
             {
                 "budget": budget,
                 "fastv_ms": with_probe * 1e3,
                 "same_split_no_probe_ms": without_probe * 1e3,
                 "probe_cost_pct": 100 * (with_probe - without_probe) / without_probe,
-                "eager_output_attentions_ms": reference_style * 1e3,
+                "eager_output_attentions_ms": medians[f"fastv-eager-output-attentions/{budget}"] * 1e3,
             }
         )
+    for row in rows:
         print(
-            f"fastv probe cost at {budget}: {probe_rows[-1]['probe_cost_pct']:+.2f} %; eager+output_attentions "
-            f"{reference_style * 1e3:.1f} ms",
+            f"{row['method']:10s} {row['budget']:4d} {row['prefill_ms']:9.1f} ms  x{row['speedup']:.2f} "
+            f"(FLOPs x{row['flops_speedup']:.2f})",
             file=sys.stderr,
         )
+    for row in probe_rows:
+        print(f"fastv probe cost at {row['budget']}: {row['probe_cost_pct']:+.2f} %", file=sys.stderr)
 
     result = {
         "device": f"{args.device} ({device_name})",
@@ -194,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    print(markdown(result))
     return 0
 
 
