@@ -1,7 +1,7 @@
 """Prefill speed of every method on a random-weight LLaVA with LLaVA-1.5 geometry, vs analytic FLOPs.
 
 Model: CLIP ViT-L/14 at 336 px (24 blocks, d=1024, 576 patches + CLS) and a Llama decoder (``--layers``,
-d=1024, SwiGLU 2816, 16 heads) with a 32000 vocabulary; the prompt has 576 image tokens and 61 text tokens.
+d=1024, SwiGLU 2816, 16 heads) with a 32000 vocabulary; the prompt has 576 image tokens and 62 text tokens.
 Prefill = ``model(**inputs, logits_to_keep=1)`` including the vision tower and projector, as ``generate``'s
 first step. Each configuration: warm-up runs, then the median of ``--runs`` timed runs (``torch.cuda.synchronize``
 on GPU). Ratios are taken within one run of this script.
