@@ -8,9 +8,11 @@ identity checks meaningful, and generation suppresses the placeholder id.
 from __future__ import annotations
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-IMAGE_TOKEN = 100
+from mmaccel.models.tiny import TINY_IMAGE_TOKEN
+from mmaccel.models.tiny import tiny_llava as build_tiny_llava
+
+IMAGE_TOKEN = TINY_IMAGE_TOKEN
 PAD, BOS, EOS = 0, 1, 2
 IMAGE_SIZE, PATCH = 32, 8
 TOKENS_PER_IMAGE = (IMAGE_SIZE // PATCH) ** 2  # 16 patches (+ CLS inside the tower)
@@ -18,41 +20,17 @@ GENERATE_KWARGS = {"do_sample": False, "suppress_tokens": [IMAGE_TOKEN], "pad_to
 
 
 def tiny_llava(attn: str = "sdpa", strategy: str = "default", layers: int = 4, seed: int = 0):
-    torch.manual_seed(seed)
-    text = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
+    return build_tiny_llava(
         image_size=IMAGE_SIZE,
         patch_size=PATCH,
-        projection_dim=32,
+        hidden=64,
+        layers=layers,
+        vision_hidden=32,
+        vocab=128,
+        strategy=strategy,
+        attn=attn,
+        seed=seed,
     )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=IMAGE_TOKEN,
-        image_seq_length=TOKENS_PER_IMAGE,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy=strategy,
-    )
-    model = LlavaForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)
-    model.set_attn_implementation(attn)
-    return model
 
 
 def prompt_ids(n_images: int = 1, text_before: int = 3, text_after: int = 5, strategy: str = "default", seed=0):

@@ -9,21 +9,33 @@ TINY_IMAGE_TOKEN = 100
 
 
 def tiny_llava(
-    image_size: int = 112, patch_size: int = 14, hidden: int = 128, layers: int = 4, seed: int = 0
+    image_size: int = 112,
+    patch_size: int = 14,
+    hidden: int = 128,
+    layers: int = 4,
+    vision_hidden: int = 64,
+    vocab: int = 256,
+    strategy: str = "default",
+    attn: str = "sdpa",
+    seed: int = 0,
 ) -> LlavaForConditionalGeneration:
-    """A LLaVA-1.5-shaped model with random weights: CLIP tower (CLS, feature layer -2) and a Llama decoder."""
+    """A LLaVA-1.5-shaped model with random weights: CLIP tower (CLS, feature layer -2) and a Llama decoder.
+
+    Token ids 0/1/2 are pad/bos/eos and ``TINY_IMAGE_TOKEN`` the image placeholder. The input embedding is
+    re-initialised with std 1 so that greedy decoding is varied.
+    """
     torch.manual_seed(seed)
     vision = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
         num_hidden_layers=3,
         num_attention_heads=4,
         image_size=image_size,
         patch_size=patch_size,
-        projection_dim=64,
+        projection_dim=vision_hidden,
     )
     text = LlamaConfig(
-        vocab_size=256,
+        vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
@@ -40,11 +52,12 @@ def tiny_llava(
         image_token_index=TINY_IMAGE_TOKEN,
         image_seq_length=(image_size // patch_size) ** 2,
         vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+        vision_feature_select_strategy=strategy,
     )
     model = LlavaForConditionalGeneration(config).eval()
     with torch.no_grad():
-        model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)  # varied greedy outputs
+        model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)
+    model.set_attn_implementation(attn)
     return model
 
 
