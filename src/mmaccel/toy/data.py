@@ -86,8 +86,8 @@ class PackedBatch:
     """Stage-2 batch: one shared image prefix and several independent turns per row.
 
     ``input_ids``/``segments``/``positions``/``labels`` are ``[B, L]``; ``segments`` is 0 on the image prefix, ``k``
-    on turn ``k`` and -1 on padding and dropped image tokens; ``answer_mask`` marks the tokens predicted (answer and
-    ``</s>``) at their own position; ``kinds`` lists each turn's type for logging.
+    on turn ``k`` and -1 on padding and dropped image tokens; ``labels[t]`` is the token to predict *from* position
+    ``t`` (already shifted: the answer tokens and ``</s>``), -100 elsewhere; ``kinds`` lists each turn's type.
     """
 
     pixel_values: torch.Tensor

@@ -250,3 +250,47 @@ def generate_agreement(model, processor, examples: list[Example], encoder: TurnE
 
 
 ProgressCallback = Callable[[str], None]
+
+
+@torch.no_grad()
+def greedy_with_tokens_removed(model, processor, example: Example, kept: torch.Tensor, max_new_tokens: int = 8) -> str:
+    """Greedy answer with the unkept visual tokens physically removed from the sequence (reference path).
+
+    ``kept`` is a bool ``[64]``; the kept features are scattered into the shortened placeholder run and the text
+    follows with contiguous positions, which :func:`score_examples` reproduces with masking.
+    """
+    inner = model.model
+    inputs = processor(images=render(example.scene), text=user_prompt(example.prompt), return_tensors="pt")
+    ids = inputs["input_ids"][0]  # [L]
+    features = inner.get_image_features(pixel_values=inputs["pixel_values"])
+    features = features.pooler_output if hasattr(features, "pooler_output") else features
+    features = torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
+    features = features.reshape(-1, features.shape[-1])  # [64, D]
+    is_image = ids == model.config.image_token_index
+    keep_ids = torch.ones_like(ids, dtype=torch.bool)
+    keep_ids[is_image.nonzero().flatten()[~kept]] = False
+    short_ids = ids[keep_ids]  # [L - dropped]
+    embeds = inner.get_input_embeddings()(short_ids)[None]  # [1, L', D]
+    embeds[0, short_ids == model.config.image_token_index] = features[kept].to(embeds.dtype)
+    answer: list[int] = []
+    for _ in range(max_new_tokens):
+        hidden = inner.language_model(inputs_embeds=embeds).last_hidden_state  # [1, L', D]
+        token = int(model.lm_head(hidden[:, -1]).argmax(-1))
+        if token == processor.tokenizer.eos_token_id:
+            break
+        answer.append(token)
+        embeds = torch.cat([embeds, inner.get_input_embeddings()(torch.tensor([[token]]))], dim=1)
+    return processor.tokenizer.decode(answer).strip()
+
+
+def removal_agreement(model, processor, examples: list[Example], selection: str, keep: int) -> float:
+    """Percent of examples where physical token removal and the masked scoring agree on correctness."""
+    encoder = TurnEncoder(processor.tokenizer)
+    forced = score_examples(model, encoder, examples, selection=selection, keep=keep, batch_size=len(examples))
+    pixel_values = pixel_tensor([render(example.scene) for example in examples])
+    kept = keep_masks(selection, keep, model, pixel_values, seed=0)
+    agree = [
+        (greedy_with_tokens_removed(model, processor, example, kept_row) == example.question.answer) == hit
+        for example, kept_row, hit in zip(examples, kept, forced)
+    ]
+    return 100 * statistics.fmean(agree)
