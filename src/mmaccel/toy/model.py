@@ -29,9 +29,9 @@ def vision_config(hidden_size: int = 192, num_layers: int = 4, num_heads: int = 
 def toy_config(
     vision_hidden: int = 192,
     vision_layers: int = 4,
-    text_hidden: int = 256,
+    text_hidden: int = 192,
     text_layers: int = 4,
-    text_heads: int = 8,
+    text_heads: int = 6,
     vocab_size: int = VOCAB_SIZE,
 ) -> LlavaConfig:
     """The full ``LlavaConfig`` of the toy model (the defaults are the shipped model's)."""

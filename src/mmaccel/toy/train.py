@@ -41,15 +41,15 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     steps_vision: int = 600
-    steps_llm: int = 800
+    steps_llm: int = 1200
     batch_vision: int = 64
-    batch_llm: int = 48
+    batch_llm: int = 32
     turns: int = 6
     lr_vision: float = 1.5e-3
     lr_llm: float = 3e-3
     warmup_llm: int = 100
     drop_probability: float = 0.3
-    eval_every: int = 200
+    eval_every: int = 300
     model_kwargs: dict = field(default_factory=dict)
 
 
