@@ -113,10 +113,8 @@ def run_eval(args: argparse.Namespace) -> int:
         "eval_seconds": time.perf_counter() - start,
     }
     kinds = list(chance)
-    print("setting      all   " + " ".join(f"{kind[:8]:>8}" for kind in kinds))
-    print(
-        "chance      " + f"{sum(chance.values()) / len(chance):5.1f} " + " ".join(f"{chance[k]:8.1f}" for k in kinds)
-    )
+    print(f"{'setting':10} {'all':>5} " + " ".join(f"{kind[:8]:>8}" for kind in kinds))
+    print(f"{'chance':10} {sum(chance.values()) / len(chance):5.1f} " + " ".join(f"{chance[k]:8.1f}" for k in kinds))
     for name, table in tables.items():
         print(f"{name:10} {table['all']:5.1f} " + " ".join(f"{table.get(k, float('nan')):8.1f}" for k in kinds))
     print(f"generate(): {latency_ms:.1f} ms per example (answer {answer!r}, expected {expected!r})")
