@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-pruning", action="store_true", help="skip the pruning ablations")
     evaluate.add_argument("--threads", type=int, default=2)
     evaluate.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    evaluate.add_argument(
+        "--checks",
+        action="store_true",
+        help="also compare real generate() and physical token removal with the scoring (10 questions per type)",
+    )
     evaluate.set_defaults(func=run_eval)
 
 
@@ -118,6 +123,18 @@ def run_eval(args: argparse.Namespace) -> int:
     for name, table in tables.items():
         print(f"{name:10} {table['all']:5.1f} " + " ".join(f"{table.get(k, float('nan')):8.1f}" for k in kinds))
     print(f"generate(): {latency_ms:.1f} ms per example (answer {answer!r}, expected {expected!r})")
+    if args.checks:
+        from mmaccel.toy.data import TurnEncoder
+        from mmaccel.toy.evaluate import SELECTIONS, generate_agreement, removal_agreement
+
+        subset = heldout_set(10)
+        accuracy, agreement = generate_agreement(model, processor, subset, TurnEncoder(processor.tokenizer))
+        results["generate_accuracy"], results["generate_agreement"] = accuracy, agreement
+        print(f"generate(): {accuracy:.1f} % correct, agrees with the scoring on {agreement:.1f} %")
+        for selection in SELECTIONS:
+            agree = removal_agreement(model, processor, subset, selection, 16)
+            results[f"removal_agreement_{selection}@16"] = agree
+            print(f"{selection}@16: token removal agrees with masked scoring on {agree:.1f} %")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
