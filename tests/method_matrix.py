@@ -11,6 +11,7 @@ METHOD_MATRIX: dict[str, dict] = {
     "fastv": {"k": 2},
     "visionzip": {},
     "fastervlm": {},
+    "sparsevlm": {"layers": (0, 1, 2)},  # prunes after layers 0, 1 and 2 of the 4
 }
 
 PARTIAL_BUDGET = 6  # tokens per image kept in the contract tests (of 16)

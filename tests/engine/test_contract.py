@@ -65,6 +65,15 @@ def test_kept_count_equals_budget(model, method, budget):
     kept = budget if isinstance(budget, int) else round(budget * TOKENS_PER_IMAGE)
     stats = session.last_call.stats[0]
     assert stats.visual_tokens == 2 * TOKENS_PER_IMAGE
+    if hasattr(session.method, "layer_plan"):  # the budget is a layer average: each layer as the method plans
+        plan = session.method.layer_plan(TOKENS_PER_IMAGE, len(stats.layer_tokens))
+        assert stats.layer_tokens == [2 * n for n in plan]
+        assert stats.llm_input_tokens == 2 * TOKENS_PER_IMAGE
+        assert stats.equivalent_tokens == pytest.approx(2 * sum(plan) / len(plan))
+        assert [out for _, out in stats.stages.values()] == [
+            2 * plan[layer] for layer in session.method.prune_layers(len(plan))
+        ]
+        return
     ((stage_in, stage_out),) = stats.stages.values()
     assert (stage_in, stage_out) == (2 * TOKENS_PER_IMAGE, 2 * kept)
     assert stats.layer_tokens[-1] == 2 * kept

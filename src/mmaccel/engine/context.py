@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from mmaccel.methods.base import LayerReduction
+
 
 @dataclass
 class SampleStats:
@@ -49,13 +51,17 @@ class TokenContext:
     ``visual_keep``: per image (in batch order), the original visual token each token handed to the language
     model stands for (-1 for a non-patch token such as CLS); ``visual_groups``: per image, the output token each
     original token went into (-1 when dropped). ``llm_keep``: per pruning layer, the kept positions of each row
-    in that layer's input sequence.
+    in that layer's input sequence; ``llm_merges``: per pruning layer where a method inserted merged tokens,
+    what it inserted; ``llm_queries``: per probed layer, the (B, R) query positions (-1 pads) whose attention
+    rows were computed.
     """
 
     stats: list[SampleStats]
     visual_keep: list[torch.Tensor] = field(default_factory=list)
     visual_groups: list[torch.Tensor] = field(default_factory=list)
     llm_keep: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    llm_merges: dict[int, LayerReduction] = field(default_factory=dict)
+    llm_queries: dict[int, torch.Tensor] = field(default_factory=dict)
     decode_steps: int = 0
 
     @property

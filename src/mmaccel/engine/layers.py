@@ -7,6 +7,11 @@ a mask rebuilt with ``create_causal_mask(..., layer_idx=i)`` (sized from that la
 only kept tokens), and ``position_ids=None`` (RoPE comes from cos/sin; None keeps FlashAttention's packed-
 sequence detection off). Attention rows come from the probe on the previous layer's attention; each layer
 runs once, so no key/value is appended twice.
+
+A method may also insert merged tokens (a :class:`LayerReduction`): they are built from the layer's input
+hidden states, placed where the method says, and take the image (and, with original positions, the RoPE
+position) of a source token. Query tokens a method picks once from the layer-0 input (``select_queries``) are
+followed through every pruning by their layer-0 position (``origin``; -1 for merged tokens).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from mmaccel.engine.attention import attach_probe, probe_implementation
 from mmaccel.engine.hooks import HookSet
 from mmaccel.engine.sequence import pack_left
-from mmaccel.methods.base import LayerTokens
+from mmaccel.methods.base import LayerReduction, LayerTokens
 from mmaccel.ops.attention import attention_rows
 
 if TYPE_CHECKING:
@@ -47,6 +52,9 @@ class LayerState:
     mask2d: torch.Tensor  # (B, L) current 2-D attention mask
     positions: torch.Tensor  # (B, L) current RoPE positions
     prompt_length: int  # length of the prompt at the first layer
+    origin: torch.Tensor  # (B, L) position of each token in the sequence entering layer 0, -1 if merged
+    entry_counts: torch.Tensor  # (B, G) visual tokens of each image entering layer 0
+    query_mask: torch.Tensor | None = None  # (B, L0) query tokens picked at layer 0 (select_queries)
     phase: str = "prefill"
     attention: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     stages: list[StageRecord] = field(default_factory=list)
@@ -76,18 +84,25 @@ class LayerStage:
                 module = self.adapter.text_attention(layer - 1)
                 hooks.on_close(attach_probe(module, self._make_probe(layer - 1)))
         layers = self.adapter.text_layers()
+        if self.method.needs.llm_query_tokens:
+            hooks.forward_pre_hook(layers[0], self._select_queries, with_kwargs=True)
         for index in range(self.prune_at[0], self.n_layers):
             hooks.forward_pre_hook(layers[index], self._make_layer_hook(index), with_kwargs=True)
 
     # -- sequence lifecycle (called from the model-level hook) ------------------------------------------------------
     def start(self, context: TokenContext, cache: Any, visual_index, mask2d, positions) -> None:
+        batch, length = visual_index.shape
+        n_images = int(visual_index.max()) + 1
+        entry_counts = (visual_index[:, :, None] == torch.arange(n_images, device=visual_index.device)).sum(1)
         self.state = LayerState(
             context=context,
             cache=cache,
             visual_index=visual_index,
             mask2d=mask2d,
             positions=positions,
-            prompt_length=visual_index.shape[1],
+            prompt_length=length,
+            origin=torch.arange(length, device=visual_index.device).expand(batch, -1),
+            entry_counts=entry_counts,  # (B, G)
         )
         for row, stats in enumerate(context.stats):
             stats.layer_tokens = [int((visual_index[row] >= 0).sum())] * self.n_layers
@@ -103,14 +118,35 @@ class LayerStage:
     def stop(self) -> None:
         self.state = None
 
-    # -- the probe ----------------------------------------------------------------------------------------------
+    # -- query tokens and the probe ------------------------------------------------------------------------------
+    def _select_queries(self, module, args, kwargs):
+        state = self.state
+        if state is None or state.phase != "prefill" or state.query_mask is not None:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]  # (B, L0, D) the layer-0 input
+        state.query_mask = self.method.select_queries(self._tokens(0, hidden, state, kwargs))  # (B, L0) bool
+        return None
+
+    def _query_rows(self, state: LayerState) -> torch.Tensor:
+        if state.query_mask is None:
+            return self.method.attention_queries(state.visual_index, state.mask2d.bool())  # (B, R)
+        marked = (state.origin >= 0) & state.query_mask.gather(1, state.origin.clamp(min=0))  # (B, L)
+        rows = [torch.nonzero(row).flatten() for row in marked]
+        packed = torch.full((len(rows), max(1, *(r.numel() for r in rows))), -1, device=marked.device)
+        for b, row in enumerate(rows):
+            packed[b, : row.numel()] = row
+        return packed  # (B, R), -1 pads
+
     def _make_probe(self, layer: int):
         def probe(module, query, key, mask, scaling) -> None:
             state = self.state
             if state is None or state.phase != "prefill":
                 return
-            rows = self.method.attention_queries(state.visual_index, state.mask2d.bool())  # (B, R)
-            state.attention[layer] = (rows, attention_rows(query, key, rows, scaling, mask))  # (B, H, R, L)
+            rows = self._query_rows(state)  # (B, R)
+            probs = attention_rows(query, key, rows.clamp(min=0), scaling, mask)  # (B, H, R, L)
+            probs = probs.masked_fill((rows < 0)[:, None, :, None], 0.0)
+            state.attention[layer] = (rows, probs)
+            state.context.llm_queries[layer] = rows
 
         return probe
 
@@ -132,32 +168,58 @@ class LayerStage:
 
         return hook
 
-    def _prune(self, index: int, hidden: torch.Tensor, kwargs: dict[str, Any], state: LayerState) -> torch.Tensor:
+    def _tokens(self, index: int, hidden: torch.Tensor, state: LayerState, kwargs: dict[str, Any]) -> LayerTokens:
         rows, probs = state.attention.pop(index - 1, (None, None))
-        tokens = LayerTokens(
+        return LayerTokens(
             layer=index,
             hidden=hidden,
             visual_index=state.visual_index,
             valid=state.mask2d.bool(),
             attention=probs,
             query_rows=rows,
+            origin=state.origin,
+            entry_counts=state.entry_counts,
+            position_embeddings=self._rope(state, kwargs),
+            n_layers=self.n_layers,
         )
-        counts = [(state.visual_index == image).sum().item() for image in range(int(state.visual_index.max()) + 1)]
+
+    @staticmethod
+    def _rope(state: LayerState, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return state.override["position_embeddings"] if state.override else kwargs["position_embeddings"]
+
+    def _prune(self, index: int, hidden: torch.Tensor, kwargs: dict[str, Any], state: LayerState) -> torch.Tensor:
+        tokens = self._tokens(index, hidden, state, kwargs)
+        # The budget applies to each image as it entered the language model, whatever earlier layers kept.
+        counts = state.entry_counts.flatten().tolist()
         if all(self.method.keeps_all(int(n)) for n in counts if n > 0):
             self._record(index, state, [torch.arange(hidden.shape[1], device=hidden.device)] * hidden.shape[0])
             return hidden
-        kept_rows = self.method.prune_layer(tokens)
-        keep, slot_valid = pack_left(kept_rows)  # (B, L'), (B, L')
-        hidden = hidden.gather(1, keep[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, L', D)
-        state.visual_index = state.visual_index.gather(1, keep).masked_fill(~slot_valid, -1)
-        state.mask2d = state.mask2d.gather(1, keep) * slot_valid
+        result = self.method.prune_layer(tokens)
+        reduction = result if isinstance(result, LayerReduction) else None
+        kept_rows = result.keep if isinstance(result, LayerReduction) else result
+        order, merged, source = self._order(kept_rows, reduction, hidden)  # (B, L'b) rows, (B, M, D), (B, M)
+        keep, slot_valid = pack_left(order)  # (B, L') into [input (L) ; merged (M)], (B, L')
+
+        def extend(x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:  # (B, L, ...) + (B, M, ...)
+            return torch.cat([x.expand(keep.shape[0], *x.shape[1:]), extra], dim=1)
+
+        def take(x: torch.Tensor) -> torch.Tensor:  # (B, L + M, ...) -> (B, L', ...)
+            index_ = keep.view(*keep.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+            return x.gather(1, index_)
+
+        hidden = take(extend(hidden, merged))  # (B, L', D)
+        state.visual_index = take(extend(state.visual_index, state.visual_index.gather(1, source)))
+        state.visual_index = state.visual_index.masked_fill(~slot_valid, -1)
+        state.mask2d = take(extend(state.mask2d, torch.ones_like(source, dtype=state.mask2d.dtype))) * slot_valid
+        state.origin = take(extend(state.origin, torch.full_like(source, -1))).masked_fill(~slot_valid, -1)
         previous_positions = state.positions
         if getattr(self.method, "positions", "original") == "original":
-            cos, sin = state.override["position_embeddings"] if state.override else kwargs["position_embeddings"]
-            gather = keep[..., None].expand(-1, -1, cos.shape[-1])
-            cos = cos.expand(keep.shape[0], -1, -1).gather(1, gather)
-            sin = sin.expand(keep.shape[0], -1, -1).gather(1, gather)
-            state.positions = state.positions.gather(1, keep)
+            cos, sin = self._rope(state, kwargs)
+            cos, sin = (x.expand(keep.shape[0], -1, -1) for x in (cos, sin))
+            source_rope = source[..., None].expand(-1, -1, cos.shape[-1])
+            cos = take(extend(cos, cos.gather(1, source_rope)))
+            sin = take(extend(sin, sin.gather(1, source_rope)))
+            state.positions = take(extend(state.positions, state.positions.gather(1, source)))
         else:
             state.positions = (state.mask2d.cumsum(-1) - 1).clamp(min=0)
             cos, sin = self.adapter.rotary_embedding(hidden, state.positions)
@@ -169,7 +231,32 @@ class LayerStage:
         state.override = {"position_embeddings": (cos, sin), "attention_mask": mask, "position_ids": None}
         state.stages.append(StageRecord(layer=index, prompt_mask=state.mask2d, shift=shift))
         self._record(index, state, kept_rows)
+        if reduction is not None:
+            state.context.llm_merges[index] = reduction
         return hidden
+
+    @staticmethod
+    def _order(kept_rows: list[torch.Tensor], reduction: LayerReduction | None, hidden: torch.Tensor):
+        """Per row, the new sequence as indices into [input (L) ; merged tokens (M)]; merged hidden states
+        (B, M, D) and the source position of each merged token (B, M) (0 in unused slots)."""
+        batch, length, dim = hidden.shape
+        n_merged = max((w.shape[0] for w in reduction.weights), default=0) if reduction is not None else 0
+        merged = hidden.new_zeros(batch, n_merged, dim)
+        source = torch.zeros(batch, n_merged, dtype=torch.long, device=hidden.device)
+        order = []
+        for row, keep in enumerate(kept_rows):
+            keep = keep.to(hidden.device)
+            if reduction is None or reduction.weights[row].shape[0] == 0:
+                order.append(keep)
+                continue
+            weights, before = reduction.weights[row], reduction.before[row].to(hidden.device)
+            count = weights.shape[0]
+            merged[row, :count] = weights.to(hidden.dtype) @ hidden[row]  # (M_b, L) @ (L, D)
+            source[row, :count] = reduction.source[row]
+            slots = torch.cat([keep, length + torch.arange(count, device=hidden.device)])
+            sort_keys = torch.cat([2 * keep, 2 * before - 1])  # a merged token goes right before `before`
+            order.append(slots[torch.sort(sort_keys, stable=True).indices])
+        return order, merged, source
 
     def _record(self, index: int, state: LayerState, kept_rows: list[torch.Tensor]) -> None:
         state.context.llm_keep[index] = kept_rows

@@ -14,6 +14,7 @@ from mmaccel.methods.fastv import FastV
 from mmaccel.methods.pool import Pool
 from mmaccel.methods.random_prune import RandomPrune
 from mmaccel.methods.registry import get_method, list_methods, register_method
+from mmaccel.methods.sparsevlm import SparseVLM
 from mmaccel.methods.visionzip import VisionZip
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Pool",
     "RandomPrune",
     "ScorePruner",
+    "SparseVLM",
     "Stage",
     "TokenMethod",
     "VisionZip",

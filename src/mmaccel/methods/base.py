@@ -42,6 +42,8 @@ class Needs:
     vision_keys: bool = False  # keys of the feature layer, mean over heads
     vision_cls_feature: bool = False  # the CLS hidden state of the feature layer
     llm_attention_rows: bool = False  # attention rows of chosen queries at layer K - 1
+    llm_query_tokens: bool = False  # query tokens picked once from the layer-0 input (select_queries)
+    vision_reader_qk: bool = False  # q/k of the block after the feature layer, heads concatenated (PruMerge)
 
     @property
     def cls_token(self) -> bool:
@@ -60,6 +62,9 @@ class VisualTokens:
     cls_attention: torch.Tensor | None = None  # (I, H, P) CLS attention over the visual tokens
     keys: torch.Tensor | None = None  # (I, P, d) head-mean keys of the visual tokens
     cls_feature: torch.Tensor | None = None  # (I, D) CLS hidden state of the feature layer
+    # From the block that reads the feature layer's output, its heads concatenated into one:
+    reader_cls_attention: torch.Tensor | None = None  # (I, P) CLS attention over the visual tokens
+    reader_keys: torch.Tensor | None = None  # (I, P, C) keys, C = heads x head dim
 
     @property
     def n_images(self) -> int:
@@ -82,6 +87,7 @@ class VisualReduction:
     features: torch.Tensor  # (I, P', D)
     source: torch.Tensor  # (I, P') long
     groups: torch.Tensor  # (I, P) long
+    counts: list[int] | None = None  # tokens per image when they differ: image i uses features[i, :counts[i]]
 
     @classmethod
     def select(cls, tokens: VisualTokens, keep: torch.Tensor) -> VisualReduction:
@@ -102,7 +108,27 @@ class LayerTokens:
     visual_index: torch.Tensor  # (B, L) long: image number within its row for visual tokens, -1 otherwise
     valid: torch.Tensor  # (B, L) bool: real tokens (False for padding)
     attention: torch.Tensor | None  # (B, H, R, L) float32 attention rows from layer - 1, when needed
-    query_rows: torch.Tensor | None  # (B, R) long: positions of those rows
+    query_rows: torch.Tensor | None  # (B, R) long: positions of those rows; -1 pads (its attention row is 0)
+    origin: torch.Tensor | None = None  # (B, L) long: position entering layer 0, -1 for a token made by merging
+    entry_counts: torch.Tensor | None = None  # (B, G) long: visual tokens of each image entering layer 0
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None  # (cos, sin), each (B|1, L, d)
+    n_layers: int | None = None  # decoder layers of the language model
+
+
+@dataclass
+class LayerReduction:
+    """Output of :meth:`TokenMethod.prune_layer` for a method that also inserts merged tokens (per row b).
+
+    ``keep[b]`` (K_b,): kept positions of the layer's input. Merged token m of row b is ``weights[b][m] @
+    hidden[b]`` (weights (M_b, L)), placed right before input position ``before[b][m]`` (L for the end; several
+    merged tokens before the same position keep their order), and stands for input token ``source[b][m]``: its
+    image, and its RoPE position when positions are kept.
+    """
+
+    keep: list[torch.Tensor]
+    weights: list[torch.Tensor]
+    before: list[torch.Tensor]
+    source: list[torch.Tensor]
 
 
 def _check_budget(budget: object) -> None:
@@ -169,9 +195,16 @@ class TokenMethod:
         """Language-model layers at whose input this method prunes (in-LLM methods)."""
         return ()
 
-    def prune_layer(self, tokens: LayerTokens) -> list[torch.Tensor]:
-        """Kept positions per row, each (L'_b,) sorted; text tokens must be kept unless the method merges them."""
+    def prune_layer(self, tokens: LayerTokens) -> list[torch.Tensor] | LayerReduction:
+        """Kept positions per row, each (L'_b,) sorted; text tokens must be kept unless the method merges them.
+        A method that inserts merged tokens returns a :class:`LayerReduction`."""
         raise NotImplementedError(f"{type(self).__name__} does not act at LLM_PREFILL")
+
+    def select_queries(self, tokens: LayerTokens) -> torch.Tensor:
+        """``needs.llm_query_tokens`` methods: (B, L) bool, the tokens of the sequence entering layer 0 whose
+        attention rows every pruning layer needs. Called once per prefill; the engine follows these tokens
+        through pruning and hands their rows (``query_rows``, -1 padded) to :meth:`prune_layer`."""
+        raise NotImplementedError(f"{type(self).__name__} does not select query tokens")
 
     def attention_queries(self, visual_index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Query positions whose attention rows the method needs: (B, R). Default: the last real token."""
