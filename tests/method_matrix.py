@@ -12,6 +12,8 @@ METHOD_MATRIX: dict[str, dict] = {
     "visionzip": {},
     "fastervlm": {},
     "sparsevlm": {"layers": (0, 1, 2)},  # prunes after layers 0, 1 and 2 of the 4
+    "prumerge": {},
+    "prumerge+": {},
 }
 
 PARTIAL_BUDGET = 6  # tokens per image kept in the contract tests (of 16)

@@ -37,7 +37,7 @@ def test_fastv_cached_decode_equals_no_cache_recompute(attn, positions):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("method", ["visionzip", "fastervlm", "pool"])
+@pytest.mark.parametrize("method", ["visionzip", "fastervlm", "pool", "prumerge", "prumerge+"])
 @pytest.mark.parametrize("positions", ["original", "contiguous"])
 def test_pre_llm_cached_decode_equals_no_cache_recompute(attn, method, positions):
     model = tiny_llava(attn=attn)

@@ -12,6 +12,7 @@ from mmaccel.methods.base import (
 from mmaccel.methods.fastervlm import FasterVLM
 from mmaccel.methods.fastv import FastV
 from mmaccel.methods.pool import Pool
+from mmaccel.methods.prumerge import PruMerge, PruMergePlus
 from mmaccel.methods.random_prune import RandomPrune
 from mmaccel.methods.registry import get_method, list_methods, register_method
 from mmaccel.methods.sparsevlm import SparseVLM
@@ -23,6 +24,8 @@ __all__ = [
     "LayerTokens",
     "Needs",
     "Pool",
+    "PruMerge",
+    "PruMergePlus",
     "RandomPrune",
     "ScorePruner",
     "SparseVLM",
