@@ -32,7 +32,8 @@ from mmaccel.methods.preset import PresetLayerKeep
 from mmaccel.ops.flops import llava_shape
 
 IMAGE_TOKEN = 32000 - 1
-METHODS = ("fastv", "visionzip", "fastervlm", "pool", "random")
+METHODS = ("fastv", "visionzip", "fastervlm", "sparsevlm", "prumerge", "prumerge+", "pool", "random")
+ADAPTIVE = ("prumerge", "prumerge+")  # also run with budget=None: the adaptive count of the paper
 
 
 def build_model(layers: int, vision_layers: int, dtype: torch.dtype, device: str, hidden: int):
@@ -129,8 +130,9 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         tokens = row.get("llm_input_tokens", 576)
         equivalent = row.get("equivalent_tokens", 576)
+        budget = row["budget"] or "adaptive"
         lines.append(
-            f"| {row['method']} | {row['budget']} | {tokens} | {equivalent:.0f} | {row['prefill_ms']:.0f} | "
+            f"| {row['method']} | {budget} | {tokens} | {equivalent:.0f} | {row['prefill_ms']:.0f} | "
             f"x{row['speedup']:.2f} | x{row['flops_speedup']:.2f} | {row['speedup'] / row['flops_speedup']:.2f} |"
         )
     lines += [
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = {"none/576": (contextlib.nullcontext, {}, "sdpa")}
     stats = {}
     for method in args.methods:
-        for budget in args.budgets:
+        for budget in [*args.budgets, *([None] if method in ADAPTIVE else [])]:
             with mmaccel.apply(model, method, budget=budget) as session, torch.no_grad():
                 model(**inputs, logits_to_keep=1)
             stats[(method, budget)] = session.last_call
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     for row in rows:
         print(
-            f"{row['method']:10s} {row['budget']:4d} {row['prefill_ms']:9.1f} ms  x{row['speedup']:.2f} "
+            f"{row['method']:10s} {row['budget'] or 'adaptive':>8} {row['prefill_ms']:9.1f} ms  x{row['speedup']:.2f} "
             f"(FLOPs x{row['flops_speedup']:.2f})",
             file=sys.stderr,
         )
