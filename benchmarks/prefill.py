@@ -32,7 +32,7 @@ from mmaccel.methods.preset import PresetLayerKeep
 from mmaccel.ops.flops import llava_shape
 
 IMAGE_TOKEN = 32000 - 1
-METHODS = ("fastv", "visionzip", "fastervlm", "sparsevlm", "prumerge", "prumerge+", "pool", "random")
+METHODS = ("fastv", "visionzip", "fastervlm", "sparsevlm", "prumerge", "prumerge+", "pool", "random", "tome", "evit")
 ADAPTIVE = ("prumerge", "prumerge+")  # also run with budget=None: the adaptive count of the paper
 
 
@@ -112,8 +112,10 @@ def run_round_robin(model, inputs, configs: dict, runs: int, warmup: int) -> dic
 
 def predicted_flops(shape, stats, text_tokens: int) -> float:
     layer_tokens = [text_tokens + n for n in stats.layer_tokens]
-    projected = stats.stages.get("vision_output", (stats.visual_tokens, stats.visual_tokens))[1]
-    return shape.prefill_flops(layer_tokens, n_images=stats.images, projected_tokens=projected)
+    visual = stats.stages.get("vision_output") or stats.stages.get("vision_encoder")
+    projected = visual[1] if visual else stats.visual_tokens
+    tower = stats.tower_tokens or None  # tokens per vision block when a method reduces inside the tower
+    return shape.prefill_flops(layer_tokens, n_images=stats.images, projected_tokens=projected, tower_tokens=tower)
 
 
 def markdown(result: dict) -> str:

@@ -14,6 +14,8 @@ METHOD_MATRIX: dict[str, dict] = {
     "sparsevlm": {"layers": (0, 1, 2)},  # prunes after layers 0, 1 and 2 of the 4
     "prumerge": {},
     "prumerge+": {},
+    "tome": {},
+    "evit": {},
 }
 
 PARTIAL_BUDGET = 6  # tokens per image kept in the contract tests (of 16)

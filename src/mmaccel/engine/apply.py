@@ -14,6 +14,7 @@ from mmaccel.engine.context import SampleStats, TokenContext
 from mmaccel.engine.hooks import HookSet
 from mmaccel.engine.layers import LayerStage
 from mmaccel.engine.sequence import images_per_row, rebuild_prompt, visual_index
+from mmaccel.engine.tower import TowerStage
 from mmaccel.engine.visual import VisualStage
 from mmaccel.errors import NotSupportedError
 from mmaccel.methods.base import Stage, TokenMethod
@@ -54,7 +55,11 @@ class Session:
         self.calls: list[TokenContext] = []
         self._hooks = HookSet()
         self._sequence: _Sequence | None = None
-        self._visual = VisualStage(method, adapter) if Stage.VISUAL_OUTPUT in method.stage else None
+        self._visual: VisualStage | None = None
+        if Stage.VISUAL_OUTPUT in method.stage:
+            self._visual = VisualStage(method, adapter)
+        elif Stage.VISION_ENCODER in method.stage:
+            self._visual = TowerStage(method, adapter)  # hands its result on like a pre-LLM reduction
         self._layers = LayerStage(method, adapter) if Stage.LLM_PREFILL in method.stage else None
         self._signature = inspect.signature(adapter.base_model.forward)
 
@@ -208,7 +213,7 @@ class Session:
         if pending is None or pending.identity:
             n_out = [f.shape[0] for f in features]
             index = visual_index(input_ids, self.adapter.image_token_id, n_out)
-            self._record_visual(context, counts, n_out, pending)
+            self._record_visual(context, counts, n_out, pending, self._visual.stage_name)
             return kwargs, index, mask2d, positions
         features = [f[:n] for f, n in zip(features, pending.counts_out)]
         rebuilt = rebuild_prompt(
@@ -231,20 +236,23 @@ class Session:
         sequence.prompt_length = rebuilt.input_ids.shape[1]
         sequence.prompt_mask = rebuilt.attention_mask
         sequence.shift = rebuilt.shift
-        self._record_visual(context, counts, pending.counts_out, pending)
+        self._record_visual(context, counts, pending.counts_out, pending, self._visual.stage_name)
         index = visual_index(rebuilt.input_ids, self.adapter.image_token_id, pending.counts_out)
         return kwargs, index, rebuilt.attention_mask, rebuilt.position_ids
 
     @staticmethod
-    def _record_visual(context: TokenContext, counts_in, counts_out, pending) -> None:
+    def _record_visual(context: TokenContext, counts_in, counts_out, pending, stage: str) -> None:
         if pending is not None:
             context.visual_keep = list(pending.sources)
             context.visual_groups = list(pending.groups)
+            context.visual_sizes = list(pending.sizes or [])
         start = 0
         for stats in context.stats:
             n_in = sum(counts_in[start : start + stats.images])
             n_out = sum(counts_out[start : start + stats.images])
-            stats.stages["vision_output"] = (n_in, n_out)
+            stats.stages[stage] = (n_in, n_out)
+            if pending is not None and pending.tower_tokens is not None and stats.images:
+                stats.tower_tokens = list(pending.tower_tokens)
             start += stats.images
 
     def _continue(self, sequence: _Sequence, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -14,14 +14,18 @@ from mmaccel.methods.base import LayerReduction
 class SampleStats:
     """Visual-token accounting of one sample (one row of the batch).
 
-    ``stages`` maps a stage name ("vision_output", "llm_layer_2", ...) to (tokens in, tokens out);
-    ``layer_tokens`` holds the visual tokens each language-model layer processes in prefill.
+    ``stages`` maps a stage name ("vision_output", "vision_encoder", "llm_layer_2", ...) to (tokens in, tokens
+    out); ``layer_tokens`` holds the visual tokens each language-model layer processes in prefill;
+    ``tower_tokens`` (methods inside the vision tower) the tokens of one image entering each vision block, then
+    leaving the tower (CLS included; the same for every image): block i's attention runs on ``tower_tokens[i]``
+    tokens and its MLP on ``tower_tokens[i + 1]``.
     """
 
     images: int
     visual_tokens: int  # produced by the vision encoder for this sample, before any method
     stages: dict[str, tuple[int, int]] = field(default_factory=dict)
     layer_tokens: list[int] = field(default_factory=list)
+    tower_tokens: list[int] = field(default_factory=list)
 
     @property
     def llm_input_tokens(self) -> int:
@@ -41,6 +45,7 @@ class SampleStats:
             "equivalent_tokens": self.equivalent_tokens,
             "stages": {name: list(value) for name, value in self.stages.items()},
             "layer_tokens": list(self.layer_tokens),
+            "tower_tokens": list(self.tower_tokens),
         }
 
 
@@ -50,7 +55,8 @@ class TokenContext:
 
     ``visual_keep``: per image (in batch order), the original visual token each token handed to the language
     model stands for (-1 for a non-patch token such as CLS); ``visual_groups``: per image, the output token each
-    original token went into (-1 when dropped). ``llm_keep``: per pruning layer, the kept positions of each row
+    original token went into (-1 when dropped); ``visual_sizes``: per image, for merging methods, the original
+    tokens each output token stands for. ``llm_keep``: per pruning layer, the kept positions of each row
     in that layer's input sequence; ``llm_merges``: per pruning layer where a method inserted merged tokens,
     what it inserted; ``llm_queries``: per probed layer, the (B, R) query positions (-1 pads) whose attention
     rows were computed.
@@ -59,6 +65,7 @@ class TokenContext:
     stats: list[SampleStats]
     visual_keep: list[torch.Tensor] = field(default_factory=list)
     visual_groups: list[torch.Tensor] = field(default_factory=list)
+    visual_sizes: list[torch.Tensor] = field(default_factory=list)
     llm_keep: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     llm_merges: dict[int, LayerReduction] = field(default_factory=dict)
     llm_queries: dict[int, torch.Tensor] = field(default_factory=dict)

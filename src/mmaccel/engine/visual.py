@@ -48,9 +48,13 @@ class PendingReduction:
     data_ptr: int  # storage of the projected features, to recognise them
     identity: bool
     padded_length: int | None = None  # when images keep different counts: the padded length of the features
+    sizes: list[torch.Tensor] | None = None  # per image (counts_out,) original tokens in each output token
+    tower_tokens: list[int] | None = None  # tokens per image entering each vision block, then leaving the tower
 
 
 class VisualStage:
+    stage_name = "vision_output"
+
     def __init__(self, method: TokenMethod, adapter: ModelAdapter) -> None:
         self.method = method
         self.adapter = adapter

@@ -1,6 +1,8 @@
 """Built-in methods. Importing this package registers each of them (an explicit list, no discovery magic)."""
 
 from mmaccel.methods.base import (
+    BlockReduction,
+    BlockTokens,
     LayerTokens,
     Needs,
     ScorePruner,
@@ -9,6 +11,7 @@ from mmaccel.methods.base import (
     VisualReduction,
     VisualTokens,
 )
+from mmaccel.methods.evit import EViT
 from mmaccel.methods.fastervlm import FasterVLM
 from mmaccel.methods.fastv import FastV
 from mmaccel.methods.pool import Pool
@@ -16,9 +19,13 @@ from mmaccel.methods.prumerge import PruMerge, PruMergePlus
 from mmaccel.methods.random_prune import RandomPrune
 from mmaccel.methods.registry import get_method, list_methods, register_method
 from mmaccel.methods.sparsevlm import SparseVLM
+from mmaccel.methods.tome import ToMe
 from mmaccel.methods.visionzip import VisionZip
 
 __all__ = [
+    "BlockReduction",
+    "BlockTokens",
+    "EViT",
     "FastV",
     "FasterVLM",
     "LayerTokens",
@@ -30,6 +37,7 @@ __all__ = [
     "ScorePruner",
     "SparseVLM",
     "Stage",
+    "ToMe",
     "TokenMethod",
     "VisionZip",
     "VisualReduction",

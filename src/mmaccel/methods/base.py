@@ -7,6 +7,8 @@ hook of its stage and never asks which model it runs on: the engine hands it ten
   before the language model (at the projector input for LLaVA-1.5).
 * ``LLM_PREFILL`` methods implement :meth:`TokenMethod.prune_layer`, called at each layer of
   :meth:`TokenMethod.prune_layers` during prefill, with attention rows of the previous layer when ``needs`` asks.
+* ``VISION_ENCODER`` methods implement :meth:`TokenMethod.tower_plan` (which vision blocks reduce, to how many
+  tokens) and :meth:`TokenMethod.reduce_block`, called inside those blocks between the attention and the MLP.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ class Stage(enum.Flag):
 
 @dataclass(frozen=True)
 class Needs:
-    """What a method needs the engine to capture for it."""
+    """What a method needs the engine to capture for it.
+
+    For ``VISION_ENCODER`` methods the vision captures are taken in every block the method reduces at.
+    """
 
     vision_cls_attention: bool = False  # CLS-row attention of the feature layer, per head
     vision_keys: bool = False  # keys of the feature layer, mean over heads
@@ -131,6 +136,33 @@ class LayerReduction:
     source: list[torch.Tensor]
 
 
+@dataclass
+class BlockTokens:
+    """The tokens of a vision block where a ``VISION_ENCODER`` method acts: after the attention residual, before
+    the MLP. Shapes: I images, N tokens (CLS at 0 when ``cls_token``), D channels."""
+
+    layer: int  # index of the block in the vision tower
+    hidden: torch.Tensor  # (I, N, D) x + attention(x)
+    sizes: torch.Tensor  # (I, N, 1) float: original tokens each token stands for (1 before any merge)
+    cls_token: bool
+    keys: torch.Tensor | None = None  # (I, N, d) the block's attention keys, mean over heads
+    cls_attention: torch.Tensor | None = None  # (I, H, N) float32 CLS-row attention of the block
+
+    @property
+    def n_tokens(self) -> int:
+        return self.hidden.shape[1]
+
+
+@dataclass
+class BlockReduction:
+    """Output of :meth:`TokenMethod.reduce_block`: N tokens reduced to N' inside a vision block."""
+
+    hidden: torch.Tensor  # (I, N', D) enters the block's MLP
+    sizes: torch.Tensor  # (I, N', 1) original tokens each output token stands for
+    index: torch.Tensor  # (I, N) long: output token each input token went into, -1 when dropped
+    source: torch.Tensor  # (I, N') long: input token each output token continues, -1 for a new token
+
+
 def _check_budget(budget: object) -> None:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise ConfigError(f"budget must be an int (tokens kept per image) or a float in (0, 1], got {budget!r}")
@@ -182,6 +214,10 @@ class TokenMethod:
             raise NotSupportedError(
                 f"method {self.name!r} needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
             )
+        if Stage.VISION_ENCODER in self.stage:  # the plan raises ConfigError when the budget cannot be met
+            height, width = adapter.patch_grid()
+            cls_token = adapter.has_cls_token()
+            self.tower_plan(adapter.feature_block() + 1, height * width + int(cls_token), cls_token)
 
     def describe(self) -> dict[str, object]:
         """Hyper-parameters as a plain dict (for configs and results)."""
@@ -199,6 +235,23 @@ class TokenMethod:
         """Kept positions per row, each (L'_b,) sorted; text tokens must be kept unless the method merges them.
         A method that inserts merged tokens returns a :class:`LayerReduction`."""
         raise NotImplementedError(f"{type(self).__name__} does not act at LLM_PREFILL")
+
+    def tower_plan(self, n_blocks: int, n_tokens: int, cls_token: bool) -> dict[int, int]:
+        """``VISION_ENCODER`` methods: {block: tokens leaving it} for the blocks this method reduces at.
+
+        ``n_blocks`` blocks (0 .. n_blocks - 1) feed the visual features; ``n_tokens`` enter block 0 (the CLS
+        token included when ``cls_token``). An empty plan changes nothing. Raises ``ConfigError`` when the
+        budget cannot be met on this tower.
+        """
+        return {}
+
+    def reduce_block(self, tokens: BlockTokens, n_out: int) -> BlockReduction:
+        """Reduce a block's tokens to exactly ``n_out`` (CLS, when present, stays first)."""
+        raise NotImplementedError(f"{type(self).__name__} does not act at VISION_ENCODER")
+
+    def size_bias(self) -> bool:
+        """Whether the tower's attention adds log(size) of each key to its logits once tokens were merged."""
+        return False
 
     def select_queries(self, tokens: LayerTokens) -> torch.Tensor:
         """``needs.llm_query_tokens`` methods: (B, L) bool, the tokens of the sequence entering layer 0 whose

@@ -7,10 +7,22 @@ and small operations (encode images, rotary embeddings). Methods and the engine 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from mmaccel.errors import NotSupportedError
+
+
+@dataclass(frozen=True)
+class VisionBlockParts:
+    """The sub-modules of a pre-norm vision block ``h = x + attention(norm1(x)); out = h + mlp(pre_mlp_norm(h))``."""
+
+    attention: nn.Module  # called with keyword arguments hidden_states, attention_mask
+    pre_mlp_norm: nn.Module  # its input is h, the hidden states between the attention residual and the MLP
+    mlp: nn.Module
 
 
 class ModelAdapter(ABC):
@@ -83,6 +95,18 @@ class ModelAdapter(ABC):
         """Run the model's own image encoder on ``inputs`` (pixel values and related keys); returns its output."""
 
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
+
+    # -- vision tower blocks (methods acting inside the tower) ---------------------------------------------------
+    def vision_blocks(self) -> nn.ModuleList:
+        """The vision tower's transformer blocks, in order."""
+        raise NotSupportedError(f"methods inside the vision tower are not supported on {self.name} models")
+
+    def vision_block_parts(self, block: int) -> VisionBlockParts:
+        raise NotSupportedError(f"methods inside the vision tower are not supported on {self.name} models")
+
+    def feature_block(self) -> int:
+        """Index (>= 0) in :meth:`vision_blocks` of the block whose output is the visual features."""
+        raise NotSupportedError(f"methods inside the vision tower are not supported on {self.name} models")
 
     @property
     @abstractmethod

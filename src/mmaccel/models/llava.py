@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmaccel.errors import NotSupportedError
-from mmaccel.models.base import ModelAdapter
+from mmaccel.models.base import ModelAdapter, VisionBlockParts
 
 
 class LlavaAdapter(ModelAdapter):
@@ -72,8 +72,18 @@ class LlavaAdapter(ModelAdapter):
     def feature_attention(self) -> nn.Module:
         return self.feature_layer().self_attn
 
+    def vision_blocks(self) -> nn.ModuleList:
+        return self._tower().encoder.layers
+
+    def vision_block_parts(self, block: int) -> VisionBlockParts:
+        layer = self.vision_blocks()[block]  # CLIPEncoderLayer / SiglipEncoderLayer
+        return VisionBlockParts(attention=layer.self_attn, pre_mlp_norm=layer.layer_norm2, mlp=layer.mlp)
+
+    def feature_block(self) -> int:
+        return self._feature_layer_index() % len(self.vision_blocks())
+
     def cls_in_features(self) -> bool:
-        return self._select_strategy() == "full"
+        return self._select_strategy() == "full" and self.has_cls_token()  # a SigLIP tower has no CLS
 
     def patch_grid(self) -> tuple[int, int]:
         side = self.vision_config.image_size // self.vision_config.patch_size
