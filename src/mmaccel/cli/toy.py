@@ -1,4 +1,8 @@
-"""``mmaccel toy train`` and ``mmaccel toy eval``: reproduce and measure the embedded toy model."""
+"""``mmaccel toy train|eval|suites|bench``: reproduce and measure the embedded toy model.
+
+``suites`` writes the synthetic benchmark suites in the real benchmarks' formats; ``bench`` runs a model on them
+and scores it with the real scorers.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 import logging
 import time
 from pathlib import Path
+
+from mmaccel.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also compare real generate() and physical token removal with the scoring (10 questions per type)",
     )
     evaluate.set_defaults(func=run_eval)
+    _register_suites(commands)
+
+
+def _register_suites(commands: argparse._SubParsersAction) -> None:
+    """Add ``toy suites`` (write the synthetic suites) and ``toy bench`` (run and score a model on them)."""
+    from mmaccel.toy.suites import list_suites
+
+    names = list_suites()
+    suites = commands.add_parser("suites", help="write the synthetic benchmark suites in the real data formats")
+    suites.add_argument("--out", type=Path, required=True, help="folder; each suite goes to OUT/<suite>")
+    suites.add_argument("--suite", action="append", choices=names, help="suite to write (repeat; default all)")
+    suites.add_argument("--size", type=int, default=None, help="items per suite (default: the full size)")
+    suites.set_defaults(func=run_suites)
+
+    bench = commands.add_parser("bench", help="run a model on the synthetic suites, score with the real scorers")
+    bench.add_argument("--suite", action="append", choices=names, help="suite to run (repeat; default all)")
+    bench.add_argument("--model", default="toy", help="'toy' or a checkpoint directory")
+    bench.add_argument("--data", type=Path, default=None, help="suite folders DATA/<suite>, written if missing")
+    bench.add_argument("--out", type=Path, default=None, help="predictions and metrics go to OUT/<suite>/")
+    bench.add_argument("--size", type=int, default=None, help="items per suite (default: the full size)")
+    bench.add_argument("--protocol", default="llava", choices=("llava", "lmms_eval", "vlmevalkit"))
+    bench.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    bench.add_argument("--batch-size", type=int, default=32)
+    bench.add_argument("--max-new-tokens", type=int, default=8)
+    bench.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws for the standard error (0: none)")
+    bench.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    bench.set_defaults(func=run_bench)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -138,3 +171,74 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
+
+
+def run_suites(args: argparse.Namespace) -> int:
+    from mmaccel.toy.suites import list_suites, write_suite
+
+    for name in args.suite or list_suites():
+        manifest = write_suite(name, args.out / name, args.size)
+        print(f"{name}: {manifest['size']} {manifest['unit']} -> {args.out / name}")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import torch
+    from rich.console import Console
+
+    from mmaccel.loading import load
+    from mmaccel.toy.bench import evaluate_suite, prepare_suite
+    from mmaccel.toy.suites import list_suites
+
+    for flag, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens),
+                        ("--threads", args.threads), ("--size", args.size)):  # fmt: skip
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: must be a positive integer")
+    names = args.suite or list_suites()
+    torch.set_num_threads(args.threads)
+    model, processor = load(args.model)
+    console = Console(width=120)
+    with tempfile.TemporaryDirectory(prefix="mmaccel-suites-") as scratch:
+        data = args.data or Path(scratch) / "data"
+        out = args.out or Path(scratch) / "out"
+        results = []
+        for name in names:
+            start = time.perf_counter()
+            root = prepare_suite(name, data / name, args.size)
+            written = time.perf_counter() - start
+            result = evaluate_suite(model, processor, name, root, out / name, args.protocol, args.batch_size,
+                                    args.max_new_tokens, args.bootstrap)  # fmt: skip
+            results.append((result, written))
+    console.print(_bench_table(results, args))
+    if args.json:
+        payload = [{**result.as_dict(), "data_seconds": written} for result, written in results]
+        args.json.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+def _bench_table(results: list, args: argparse.Namespace):
+    """Rich table of the headline metric, standard errors and wall times of each suite."""
+    from rich.table import Table
+
+    from mmaccel.toy.suites import get_suite
+
+    table = Table(title=f"{args.model} on the synthetic suites ({args.protocol} protocol, {args.threads} threads)")
+    columns = ("suite", "questions", "generated", "metric", "value", "SE", "SE bound", "write s", "run s", "cpu s")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("suite", "metric") else "right")
+    for result, written in results:
+        bound = get_suite(result.suite).headline_se_bound(args.size)
+        se = "" if result.se is None else f"{result.se:.2f}"
+        cells = (result.headline, f"{result.value:.2f}", se, f"{bound:.2f}", f"{written:.1f}", f"{result.seconds:.1f}",
+                 f"{result.cpu_seconds:.1f}")  # fmt: skip
+        table.add_row(result.suite, str(result.questions), str(result.generated), *cells)
+    questions = sum(result.questions for result, _ in results)
+    generated = sum(result.generated for result, _ in results)
+    written = sum(written for _, written in results)
+    seconds = sum(result.seconds for result, _ in results)
+    cpu = sum(result.cpu_seconds for result, _ in results)
+    table.add_row("total", str(questions), str(generated), "", "", "", "", f"{written:.1f}", f"{seconds:.1f}",
+                  f"{cpu:.1f}")  # fmt: skip
+    return table
