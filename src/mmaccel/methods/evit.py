@@ -27,14 +27,14 @@ def default_locations(n_blocks: int) -> list[int]:
 @register_method("evit")
 @dataclass
 class EViT(TokenMethod):
-    """Keep the attentive tokens and fuse the inattentive ones at chosen vision blocks, between the attention
-    residual and the MLP.
+    """Keep the tokens CLS attends to most and fuse the rest into one, at chosen blocks of the vision tower.
 
-    At a location block (tokens x (I, N, D), CLS at 0): a = CLS-row attention of the block, mean over heads,
-    over the N - 1 other tokens (I, N - 1); the ``k`` tokens with the highest ``a`` are kept in descending
-    order of ``a``; with ``fuse_token`` the others become one token ``sum_j a_j x_j`` (raw attention weights),
-    appended last. Output order: ``[CLS, kept by attention, fused]``. A fused token of an earlier location is
-    an ordinary token at the next one, as in the reference.
+    The reduction happens between the attention residual and the MLP of each location block. At a location block
+    (tokens x (I, N, D), CLS at 0): a = CLS-row attention of the block, mean over heads, over the N - 1 other
+    tokens (I, N - 1); the ``k`` tokens with the highest ``a`` are kept in descending order of ``a``; with
+    ``fuse_token`` the others become one token ``sum_j a_j x_j`` (raw attention weights), appended last. Output
+    order: ``[CLS, kept by attention, fused]``. A fused token of an earlier location is an ordinary token at the
+    next one, as in the reference.
 
     Keep counts: by default the budget fixes them, with one keep rate at every location as in the reference:
     rate = (budget / P) ** (1 / L) over L locations, counts rounded so that the last location leaves exactly

@@ -53,15 +53,16 @@ def budget_schedule(n_tokens: int, protected: int, n_remove: int, n_blocks: int)
 @register_method("tome")
 @dataclass
 class ToMe(TokenMethod):
-    """Token Merging inside the vision tower: in each block, between the attention residual and the MLP,
-    bipartite soft matching merges the r most similar token pairs by size-weighted average.
+    """Merge the most similar tokens in each vision block, between attention and MLP (in the vision tower).
 
-    Per block (tokens x (I, N, D), sizes s (I, N, 1)): metric = the block's keys averaged over heads (I, N, d),
-    cosine-normalised; A = tokens 0, 2, 4, ..., B = tokens 1, 3, 5, ...; each A token's best B match by cosine
-    similarity; the r best-matched A tokens merge into their B tokens (``x = sum(s x) / sum(s)``, sizes add);
-    the CLS token (A index 0) is never merged. Output order: ``[unmerged A tokens (in index order, CLS first),
-    all B tokens]``. With ``prop_attn``, every later block adds ``log(size)`` of each key to its attention
-    logits (an additive float mask through the model's own SDPA or eager kernel).
+    In each block, between the attention residual and the MLP, bipartite soft matching merges the r most similar
+    token pairs by size-weighted average. Per block (tokens x (I, N, D), sizes s (I, N, 1)): metric = the block's
+    keys averaged over heads (I, N, d), cosine-normalised; A = tokens 0, 2, 4, ..., B = tokens 1, 3, 5, ...; each A
+    token's best B match by cosine similarity; the r best-matched A tokens merge into their B tokens
+    (``x = sum(s x) / sum(s)``, sizes add); the CLS token (A index 0) is never merged. Output order:
+    ``[unmerged A tokens (in index order, CLS first), all B tokens]``. With ``prop_attn``, every later block adds
+    ``log(size)`` of each key to its attention logits (an additive float mask through the model's own SDPA or
+    eager kernel).
 
     Schedule: only the blocks that feed the visual features merge (LLaVA-1.5, feature layer -2: blocks
     0..22 of 24). By default the budget fixes it: ``P - budget`` merges spread evenly over those blocks, so
