@@ -111,11 +111,7 @@ def run_round_robin(model, inputs, configs: dict, runs: int, warmup: int) -> dic
 
 
 def predicted_flops(shape, stats, text_tokens: int) -> float:
-    layer_tokens = [text_tokens + n for n in stats.layer_tokens]
-    visual = stats.stages.get("vision_output") or stats.stages.get("vision_encoder")
-    projected = visual[1] if visual else stats.visual_tokens
-    tower = stats.tower_tokens or None  # tokens per vision block when a method reduces inside the tower
-    return shape.prefill_flops(layer_tokens, n_images=stats.images, projected_tokens=projected, tower_tokens=tower)
+    return stats.prefill_flops(shape, text_tokens)
 
 
 def markdown(result: dict) -> str:

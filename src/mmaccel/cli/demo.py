@@ -73,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
             with mmaccel.apply(model, name, budget=budget) as session:
                 tokens, ms = measure()
             stats = session.last_call.stats[0]
-            projected = stats.stages.get("vision_output", (stats.visual_tokens,) * 2)[1]
-            flops = shape.prefill_flops([n_text + n for n in stats.layer_tokens], 1, projected)
+            flops = stats.prefill_flops(shape, n_text)
             agree = (tokens == base_tokens).float().mean().item()
             table.add_row(
                 name,

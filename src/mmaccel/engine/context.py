@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mmaccel.methods.base import LayerReduction
+
+if TYPE_CHECKING:
+    from mmaccel.ops.flops import ModelShape
 
 
 @dataclass
@@ -36,6 +39,24 @@ class SampleStats:
     def equivalent_tokens(self) -> float:
         """Layer-averaged visual tokens (the budget convention of SparseVLM's tables)."""
         return sum(self.layer_tokens) / len(self.layer_tokens) if self.layer_tokens else float(self.visual_tokens)
+
+    @property
+    def projected_tokens(self) -> int:
+        """Visual tokens that go through the projector (after pre-LLM and in-tower reduction)."""
+        for stage in ("vision_output", "vision_encoder"):
+            if stage in self.stages:
+                return self.stages[stage][1]
+        return self.visual_tokens
+
+    def prefill_flops(self, shape: ModelShape, text_tokens: int) -> float:
+        """Analytic prefill FLOPs of this sample with ``text_tokens`` non-visual tokens (:mod:`mmaccel.ops.flops`)."""
+        layer_tokens = self.layer_tokens or [self.visual_tokens] * shape.decoder.layers
+        return shape.prefill_flops(
+            [text_tokens + n for n in layer_tokens],
+            n_images=self.images,
+            projected_tokens=self.projected_tokens,
+            tower_tokens=self.tower_tokens or None,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
