@@ -17,8 +17,8 @@ from mmaccel.toy.processor import user_prompt
 from mmaccel.toy.world import render
 
 # Floors well below the measured accuracy (docs/toy-model.md) that a broken checkpoint cannot reach.
-FLOOR_ALL = 40.0
-FLOOR_PER_TYPE = {"color": 35, "count": 45, "text": 20}
+FLOOR_ALL = 52.0
+FLOOR_PER_TYPE = {"color": 85, "shape": 65, "count": 50, "relation": 40, "text": 40}
 
 
 @pytest.fixture(scope="module")
@@ -85,4 +85,4 @@ def test_accuracy_floor_on_a_fixed_held_out_subset(toy):
     for kind, floor in FLOOR_PER_TYPE.items():
         assert table[kind] >= floor, (kind, table)
     blind = summarize(examples, score_examples(model, TurnEncoder(processor.tokenizer), examples, keep=0))
-    assert blind["all"] < table["all"] - 10, blind
+    assert blind["all"] < table["all"] - 20, blind

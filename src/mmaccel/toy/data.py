@@ -9,21 +9,39 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from mmaccel.toy.processor import CLIP_MEAN, CLIP_STD, NUM_IMAGE_TOKENS
-from mmaccel.toy.questions import QUESTION_TYPES, Question, ask, choose_suffix
+from mmaccel.toy.questions import COUNT_WORDS, GENERATORS, LETTERS, QUESTION_TYPES, Question, choose_suffix
 from mmaccel.toy.world import COLOR_NAMES, SHAPES, Scene, patch_labels, render, sample_scene
 
-# Question mix of training; harder types get more turns.
+# Question mix of training: the types that need two steps (binding, letters, comparisons) get more turns.
+# ``copy`` is a training-only text exercise for lettered options (see :func:`ask_option_copy`).
 TRAIN_MIX: dict[str, float] = {
-    "exist": 1.5,
-    "color": 0.8,
-    "shape": 0.8,
+    "exist": 1.8,
+    "color": 0.7,
+    "shape": 0.9,
     "count": 1.0,
-    "position": 1.0,
-    "relation": 1.5,
+    "position": 1.2,
+    "relation": 1.4,
     "text": 1.2,
-    "mc": 1.6,
-    "science": 1.3,
+    "mc": 2.0,
+    "science": 1.6,
+    "copy": 0.4,
 }
+
+
+def ask_option_copy(scene: Scene, rng: np.random.Generator) -> Question:
+    """``Which option is blue?`` with lettered options: the letter of the option that repeats the question's word.
+
+    It needs no image; it teaches the step every lettered question ends with (find the matching option, answer its
+    letter) directly, so that multiple-choice and science questions only have to learn what to look for.
+    """
+    pool = list(COLOR_NAMES) if rng.random() < 0.4 else list(SHAPES) if rng.random() < 0.5 else list(COUNT_WORDS)
+    count = min(len(pool), int(rng.integers(2, len(LETTERS) + 1)))
+    options = tuple(pool[int(index)] for index in rng.permutation(len(pool))[:count])
+    correct = int(rng.integers(count))
+    return Question("copy", "copy", f"Which option is {options[correct]}?", LETTERS[correct], options)
+
+
+TRAIN_GENERATORS = {**GENERATORS, "copy": ask_option_copy}
 
 
 def pixel_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -73,7 +91,7 @@ def sample_turns(scene: Scene, rng: np.random.Generator, num_turns: int, mix: di
     weights = weights / weights.sum()
     questions: list[Question] = []
     for _ in range(num_turns * 4):
-        question = ask(kinds[int(rng.choice(len(kinds), p=weights))], scene, rng)
+        question = TRAIN_GENERATORS[kinds[int(rng.choice(len(kinds), p=weights))]](scene, rng)
         if question is not None:
             questions.append(question)
             if len(questions) == num_turns:
@@ -143,9 +161,12 @@ def packed_batch(
     num_turns: int,
     mix: dict[str, float] | None = None,
     drop_probability: float = 0.0,
+    length: int | None = None,
 ) -> PackedBatch:
     """Scenes with ``num_turns`` independent question turns each, packed behind one image prefix per row.
 
+    With ``length``, every row is filled with turns up to ``length`` tokens instead (``num_turns`` is then an
+    upper bound) and the batch is padded to exactly ``length``, so no compute goes to padding and shapes are static.
     With ``drop_probability``, a row keeps all object and sign patches but only a random share of the background
     patches (contiguous positions), so the LM does not rely on the RoPE index of image tokens.
     """
@@ -168,13 +189,15 @@ def packed_batch(
         row_kinds = []
         for turn, question in enumerate(sample_turns(scene, rng, num_turns, mix), start=1):
             prompt_ids, answer_ids = encoder.turn(question.prompt(choose_suffix(question, rng)), question.answer)
+            if length is not None and len(ids) + len(prompt_ids) + len(answer_ids) > length:
+                break
             ids += prompt_ids + answer_ids
             segments += [turn] * (len(prompt_ids) + len(answer_ids))
             labels_row += [-100] * (len(prompt_ids) - 1) + answer_ids + [-100]
             row_kinds.append(question.kind)
         rows.append((ids, segments, labels_row))
         kinds.append(row_kinds)
-    length = max(len(ids) for ids, _, _ in rows)
+    length = length or max(len(ids) for ids, _, _ in rows)
     input_ids = torch.full((batch_size, length), encoder.pad_id, dtype=torch.long)
     segments_t = torch.full((batch_size, length), -1, dtype=torch.long)
     labels_t = torch.full((batch_size, length), -100, dtype=torch.long)

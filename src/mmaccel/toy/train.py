@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionModel, LlavaForConditionalGeneration
 
-from mmaccel.toy.data import PackedBatch, TurnEncoder, packed_batch, vision_batch
+from mmaccel.toy.data import TRAIN_MIX, PackedBatch, TurnEncoder, packed_batch, vision_batch
 from mmaccel.toy.font import CHARACTERS
 from mmaccel.toy.model import toy_config
 from mmaccel.toy.processor import build_processor
@@ -41,16 +41,18 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     steps_vision: int = 600
-    steps_llm: int = 1200
+    steps_llm: int = 1000
     batch_vision: int = 64
-    batch_llm: int = 32
-    turns: int = 6
+    batch_llm: int = 48
+    turns: int = 16
+    pack_length: int = 256
     lr_vision: float = 1.5e-3
-    lr_llm: float = 3e-3
+    lr_llm: float = 2e-3
     warmup_llm: int = 100
-    drop_probability: float = 0.3
-    eval_every: int = 300
+    drop_probability: float = 0.2
+    eval_every: int = 250
     model_kwargs: dict = field(default_factory=dict)
+    mix: dict = field(default_factory=lambda: dict(TRAIN_MIX))
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int, floor: float = 0.05) -> float:
@@ -68,6 +70,7 @@ class VisionHeads(nn.Module):
         super().__init__()
         self.color = nn.Linear(hidden, len(COLOR_NAMES) + 1)
         self.shape = nn.Linear(hidden, len(SHAPES) + 1)
+        self.identity = nn.Linear(hidden, len(COLOR_NAMES) * len(SHAPES) + 1)
         self.character = nn.Linear(hidden, len(CHARACTERS) + 1)
         self.sign = nn.Linear(hidden, 2)
         self.row = nn.Linear(hidden, PATCHES_PER_SIDE)
@@ -85,9 +88,12 @@ def _vision_losses(tower: CLIPVisionModel, heads: VisionHeads, batch) -> dict[st
     cols = (grid % PATCHES_PER_SIDE).expand(patches.shape[0], -1)
     on_object = batch.shape > 0
     on_sign = batch.sign > 0
+    # the (colour, shape) pair of the patch as one class, 0 on background: binds the two attributes per patch
+    identity = torch.where(on_object, (batch.color - 1) * len(SHAPES) + batch.shape, torch.zeros_like(batch.shape))
     losses = {
         "color": F.cross_entropy(heads.color(patches).flatten(0, 1), batch.color.flatten()),
         "shape": F.cross_entropy(heads.shape(patches)[on_object], batch.shape[on_object]),
+        "identity": F.cross_entropy(heads.identity(patches).flatten(0, 1), identity.flatten()),
         "character": F.cross_entropy(heads.character(patches)[on_sign], batch.character[on_sign]) * 2,
         "sign": F.cross_entropy(heads.sign(patches).flatten(0, 1), batch.sign.flatten()),
         "row": F.cross_entropy(heads.row(patches).flatten(0, 1), rows.flatten()) * 0.5,
@@ -98,6 +104,7 @@ def _vision_losses(tower: CLIPVisionModel, heads: VisionHeads, batch) -> dict[st
     accuracy = {
         "color": (heads.color(patches).argmax(-1)[on_object] == batch.color[on_object]).float().mean(),
         "shape": (heads.shape(patches).argmax(-1)[on_object] == batch.shape[on_object]).float().mean(),
+        "identity": (heads.identity(patches).argmax(-1)[on_object] == identity[on_object]).float().mean(),
         "character": (heads.character(patches).argmax(-1)[batch.character > 0] == batch.character[batch.character > 0])
         .float()
         .mean(),
@@ -191,7 +198,15 @@ def train_llm(
         model.train()
         model.model.vision_tower.eval()
         rng = np.random.default_rng([config.seed, 2, step])
-        batch = packed_batch(rng, encoder, config.batch_llm, config.turns, drop_probability=config.drop_probability)
+        batch = packed_batch(
+            rng,
+            encoder,
+            config.batch_llm,
+            config.turns,
+            mix=config.mix,
+            drop_probability=config.drop_probability,
+            length=config.pack_length,
+        )
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, config.steps_llm, config.lr_llm, config.warmup_llm)
         loss, correct = packed_loss(model, batch)

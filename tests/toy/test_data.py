@@ -1,0 +1,82 @@
+"""Stage-2 training batches: packed turns compute what single-turn prompts compute; rows fill a fixed length."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+from mmaccel.loading import toy_checkpoint_path
+from mmaccel.toy.data import TRAIN_MIX, TurnEncoder, ask_option_copy, packed_batch
+from mmaccel.toy.model import toy_config
+from mmaccel.toy.questions import LETTERS
+from mmaccel.toy.train import packed_loss
+from mmaccel.toy.world import sample_scene
+
+TINY = {"vision_hidden": 32, "vision_layers": 2, "text_hidden": 64, "text_layers": 2, "text_heads": 4}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TurnEncoder(AutoTokenizer.from_pretrained(toy_checkpoint_path()))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return LlavaForConditionalGeneration(toy_config(**TINY)).eval()
+
+
+def test_rows_are_filled_up_to_a_fixed_length(encoder):
+    batch = packed_batch(np.random.default_rng(1), encoder, 6, 16, length=200)
+    assert batch.input_ids.shape == (6, 200)
+    used = (batch.segments >= 0) | (batch.input_ids == encoder.tokenizer.convert_tokens_to_ids("<image>"))
+    assert all(len(kinds) >= 3 for kinds in batch.kinds)
+    # every row ends its last turn within the length, and every turn has its answer and </s> as targets
+    for row, kinds in enumerate(batch.kinds):
+        assert int(batch.segments[row].max()) == len(kinds)
+        targets = batch.labels[row][batch.labels[row] >= 0].tolist()
+        assert targets.count(encoder.eos_id) == len(kinds)
+    assert used.any(dim=1).all()
+
+
+def test_without_a_length_rows_hold_the_requested_turns(encoder):
+    batch = packed_batch(np.random.default_rng(2), encoder, 4, 3)
+    assert [len(kinds) for kinds in batch.kinds] == [3, 3, 3, 3]
+
+
+def test_packed_turns_equal_single_turn_prompts(encoder, tiny_model):
+    batch = packed_batch(np.random.default_rng(3), encoder, 2, 16, length=180, drop_probability=0.0)
+    with torch.no_grad():
+        packed = tiny_model(
+            input_ids=batch.input_ids,
+            pixel_values=batch.pixel_values,
+            attention_mask=batch.attention_mask(),
+            position_ids=batch.positions,
+        ).logits  # [B, L, V]
+    prefix = len(encoder.prefix)
+    for row in range(2):
+        for turn in range(1, len(batch.kinds[row]) + 1):
+            where = (batch.segments[row] == turn).nonzero().squeeze(1)  # [T]
+            single_ids = torch.cat([batch.input_ids[row, :prefix], batch.input_ids[row, where]])[None]  # [1, P+T]
+            with torch.no_grad():
+                single = tiny_model(input_ids=single_ids, pixel_values=batch.pixel_values[row : row + 1]).logits
+            torch.testing.assert_close(single[0, prefix:], packed[row, where], atol=2e-5, rtol=0)
+
+
+def test_packed_loss_counts_answer_tokens_only(encoder, tiny_model):
+    batch = packed_batch(np.random.default_rng(4), encoder, 3, 16, length=160)
+    loss, correct = packed_loss(tiny_model, batch)
+    assert correct.numel() == int((batch.labels >= 0).sum())
+    assert torch.isfinite(loss)
+
+
+def test_option_copy_answers_the_letter_of_the_repeated_option():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        question = ask_option_copy(sample_scene(rng), rng)
+        word = question.text.removeprefix("Which option is ").removesuffix("?")
+        assert question.options[LETTERS.index(question.answer)] == word
+        assert len(set(question.options)) == len(question.options) >= 2
+    assert "copy" in TRAIN_MIX
