@@ -33,6 +33,33 @@ def tiny_llava(attn: str = "sdpa", strategy: str = "default", layers: int = 4, s
     )
 
 
+def siglip_llava(seed: int = 0, attn: str = "sdpa"):
+    """A tiny LLaVA with a SigLIP tower: no CLS token, all 16 patches fed to the LM (``"full"`` strategy)."""
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
+
+    config = LlavaConfig(
+        vision_config=SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+        ),
+        image_token_index=IMAGE_TOKEN,
+        image_seq_length=TOKENS_PER_IMAGE,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.set_attn_implementation(attn)
+    return model
+
+
 def prompt_ids(n_images: int = 1, text_before: int = 3, text_after: int = 5, strategy: str = "default", seed=0):
     """One prompt: BOS, text, n images (each a run of placeholders, separated by a text token), text."""
     generator = torch.Generator().manual_seed(seed)

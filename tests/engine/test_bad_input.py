@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import mmaccel
 from mmaccel.errors import ConfigError, NotSupportedError
-from tiny_models import single_inputs, tiny_llava
+from tiny_models import siglip_llava, single_inputs, tiny_llava
 
 
 @pytest.fixture(scope="module")
@@ -76,26 +76,10 @@ def test_unsupported_model_class():
 
 @pytest.mark.parametrize("method", ["visionzip", "fastervlm"])
 def test_cls_method_on_a_tower_without_cls(method):
-    config = LlavaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
-        ),
-        image_token_index=100,
-        vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
-    )
-    siglip_llava = LlavaForConditionalGeneration(config).eval()
+    siglip = siglip_llava()
     with pytest.raises(NotSupportedError, match=rf"{method}.*needs a CLS token.*has none"):
-        mmaccel.apply(siglip_llava, method, budget=4)
-    with mmaccel.apply(siglip_llava, "pool", budget=4):  # methods that need no CLS still run
+        mmaccel.apply(siglip, method, budget=4)
+    with mmaccel.apply(siglip, "pool", budget=4):  # methods that need no CLS still run
         pass
 
 

@@ -6,14 +6,13 @@ import itertools
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
 import mmaccel
 from mmaccel.methods import EViT, ToMe
 from mmaccel.ops.bipartite import bipartite_soft_matching, merge_weighted
 from mmaccel.ops.flops import llava_shape
 from mmaccel.ops.fuse import keep_and_fuse
-from tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, TOKENS_PER_IMAGE, single_inputs, tiny_llava
+from tiny_models import GENERATE_KWARGS, TOKENS_PER_IMAGE, siglip_llava, single_inputs, tiny_llava
 
 STEPS = 5
 
@@ -149,26 +148,7 @@ def test_full_select_strategy_passes_cls_through(method):
 
 
 def test_tome_runs_on_a_tower_without_cls():
-    config = LlavaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
-        ),
-        image_token_index=IMAGE_TOKEN,
-        image_seq_length=TOKENS_PER_IMAGE,
-        vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).eval()
-    model.set_attn_implementation("sdpa")
+    model = siglip_llava()
     inputs = single_inputs(n_images=1)
     with mmaccel.apply(model, "tome", budget=4) as session:
         out = model.generate(**inputs, max_new_tokens=2, **GENERATE_KWARGS)

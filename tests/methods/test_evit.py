@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
 import mmaccel
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.methods import BlockTokens, EViT
 from mmaccel.methods.evit import default_locations
-from tiny_models import tiny_llava
+from tiny_models import siglip_llava, tiny_llava
 
 
 def _evit_reference(x, attention, n_keep, fuse):
@@ -113,23 +112,7 @@ def test_bad_hyper_parameters(kwargs, message):
 
 
 def test_a_tower_without_cls_is_refused():
-    config = LlavaConfig(
-        vision_config=SiglipVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
-        ),
-        image_token_index=100,
-        vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
-    )
-    model = LlavaForConditionalGeneration(config).eval()
+    model = siglip_llava()
     with pytest.raises(NotSupportedError, match=r"'evit' needs a CLS token.*has none"):
         mmaccel.apply(model, "evit", budget=4)
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
