@@ -1,0 +1,214 @@
+"""Efficiency of each sample: visual tokens per stage, analytic FLOPs, KV-cache bytes, measured time and memory.
+
+Counts come from the session's per-sample :class:`~mmaccel.engine.context.SampleStats`; FLOPs from the model's
+:class:`~mmaccel.ops.flops.ModelShape` (vision tower, projector, decoder and LM head; formulas in
+:mod:`mmaccel.ops.flops`). Time is measured inside the model's own ``generate()`` by a streamer
+(:class:`GenerationTimer`): ``generate`` hands it the prompt before the first forward and every new token after
+each step, so the time to the second hand-over is the prefill with the first token (TTFT) and the later gaps
+are decode steps. On CUDA the timer synchronises the device before reading the clock.
+
+What the timing holds: the vision tower, the method's own work (its scoring, gathers and the prompt rebuild, all
+inside the hooks the method needs) and the language model. What it does not hold: no timing hook is added to the
+model (the streamer is called by ``generate`` between steps, as for any streamed generation), the unmodified
+baseline runs with no hook at all, and the per-sample accounting that feeds this module reads the session's
+records after ``generate`` returns. Pre-processing (images, chat template, tokenizer) happens before the clock
+starts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmaccel.engine.context import SampleStats
+from mmaccel.ops.flops import ModelShape
+
+__all__ = [
+    "GenerationTimer",
+    "PeakMemory",
+    "kv_cache_bytes",
+    "sample_efficiency",
+    "summarize",
+]
+
+
+class GenerationTimer:
+    """A ``generate(streamer=...)`` streamer that records when the prompt and each new token are handed over.
+
+    ``prefill_ms``: from the prompt hand-over to the first token (the prefill forward, TTFT);
+    ``decode_ms_per_token``: the mean gap between later tokens (``None`` with a single new token).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.stamps: list[float] = []
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def put(self, value: torch.Tensor) -> None:
+        self._sync()
+        self.stamps.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+    @property
+    def prefill_ms(self) -> float | None:
+        return 1e3 * (self.stamps[1] - self.stamps[0]) if len(self.stamps) >= 2 else None
+
+    @property
+    def decode_ms_per_token(self) -> float | None:
+        if len(self.stamps) < 3:
+            return None
+        return 1e3 * (self.stamps[-1] - self.stamps[1]) / (len(self.stamps) - 2)
+
+
+def _rss_peak_bytes() -> int | None:
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+@dataclass
+class PeakMemory:
+    """Peak memory of a block: the CUDA allocator's peak on GPU, the process's peak RSS on CPU.
+
+    On Linux the RSS high-water mark is reset at the start (``/proc/self/clear_refs``); where it cannot be reset
+    the value is the process's peak so far, and ``source`` says so.
+    """
+
+    device: torch.device
+    peak_bytes: int | None = None
+    source: str = ""
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.source = "cuda max_memory_allocated"
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+                self.source = "process peak RSS (VmHWM, reset per run)"
+            except OSError:
+                self.source = "process peak RSS (VmHWM since start)"
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.device.type == "cuda":
+            self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        else:
+            self.peak_bytes = _rss_peak_bytes()
+
+
+def kv_cache_bytes(shape: ModelShape, layer_tokens: list[int], element_bytes: int) -> int:
+    """Bytes of keys and values held for one sample with ``layer_tokens`` cached tokens per decoder layer."""
+    per_token = 2 * shape.decoder.kv_heads * shape.decoder.head_dim * element_bytes
+    return int(sum(layer_tokens) * per_token)
+
+
+@dataclass
+class SampleEfficiency:
+    """The efficiency record of one sample (one line of ``predictions.jsonl`` holds it under ``efficiency``)."""
+
+    tokens: dict[str, Any]
+    text_tokens: int
+    new_tokens: int
+    prefill_flops: float
+    decode_flops: float
+    kv_bytes: int
+    timing: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "text_tokens": self.text_tokens,
+            "new_tokens": self.new_tokens,
+            "prefill_flops": self.prefill_flops,
+            "decode_flops": self.decode_flops,
+            "kv_bytes": self.kv_bytes,
+            "timing": self.timing,
+        }
+
+
+def sample_efficiency(
+    stats: SampleStats, shape: ModelShape, text_tokens: int, new_tokens: int, element_bytes: int
+) -> SampleEfficiency:
+    """Counts, FLOPs and KV bytes of one sample.
+
+    ``text_tokens``: the sample's non-visual prompt tokens (padding excluded); ``new_tokens``: tokens generated
+    (the first comes from the prefill, the others from decode steps). KV bytes are those held when generation
+    ends: per layer the prompt tokens that layer kept plus the generated ones (the last token's own key and
+    value are never written, as in ``generate``).
+    """
+    layer_tokens = stats.layer_tokens or [stats.visual_tokens] * shape.decoder.layers
+    layer_cache = [text_tokens + n for n in layer_tokens]  # per layer, cached after prefill
+    decode_steps = max(new_tokens - 1, 0)
+    return SampleEfficiency(
+        tokens=stats.as_dict(),
+        text_tokens=text_tokens,
+        new_tokens=new_tokens,
+        prefill_flops=stats.prefill_flops(shape, text_tokens),
+        decode_flops=shape.decode_flops(layer_cache, decode_steps) if decode_steps else 0.0,
+        kv_bytes=kv_cache_bytes(shape, [n + decode_steps for n in layer_cache], element_bytes),
+    )
+
+
+# Per-sample quantities that a run's metrics summarise: name -> path in the efficiency record.
+SUMMARY_FIELDS: dict[str, tuple[str, ...]] = {
+    "visual_tokens": ("tokens", "visual_tokens"),
+    "llm_input_tokens": ("tokens", "llm_input_tokens"),
+    "equivalent_tokens": ("tokens", "equivalent_tokens"),
+    "text_tokens": ("text_tokens",),
+    "new_tokens": ("new_tokens",),
+    "prefill_flops": ("prefill_flops",),
+    "decode_flops": ("decode_flops",),
+    "kv_bytes": ("kv_bytes",),
+    "prefill_ms": ("timing", "prefill_ms"),
+    "prefill_ms_per_sample": ("timing", "prefill_ms_per_sample"),
+    "decode_ms_per_token": ("timing", "decode_ms_per_token"),
+    "peak_bytes": ("timing", "peak_bytes"),
+}
+
+
+def _get(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(record, dict) or key not in record:
+            return None
+        record = record[key]
+    return record
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and median of every :data:`SUMMARY_FIELDS` quantity over ``records`` (efficiency dicts).
+
+    Timing fields are per batch and repeated on every sample of the batch, so they are summarised over batches
+    (one value per distinct ``batch`` id), not over samples; samples without timing are skipped.
+    """
+    summary: dict[str, dict[str, float]] = {}
+    for name, path in SUMMARY_FIELDS.items():
+        if path[0] == "timing":
+            per_batch: dict[Any, float] = {}
+            for record in records:
+                value = _get(record, path)
+                if value is not None:
+                    per_batch.setdefault(_get(record, ("timing", "batch")), float(value))
+            values = list(per_batch.values())
+        else:
+            values = [float(v) for v in (_get(r, path) for r in records) if v is not None]
+        if values:
+            summary[name] = {
+                "mean": statistics.fmean(values), "median": statistics.median(values), "max": max(values),
+                "n": len(values),
+            }  # fmt: skip
+    return summary

@@ -1,0 +1,416 @@
+"""Run a model over (benchmark, method, budget) combinations: batched, resumable, sharded, metered.
+
+``evaluate(config)`` writes, under ``config.out``::
+
+    config.yaml            the config of the directory (its result-determining keys must match on a rerun)
+    environment.json       versions, device, threads, processes
+    metrics.json           one entry per run: headline, bootstrap SE, all benchmark metrics, efficiency summary
+    data/<suite>/          synthetic suites written at the configured size (unless ``data`` points elsewhere)
+    <benchmark>/<method>-<budget>/predictions.jsonl   one line per sample (see :func:`_record`)
+    <benchmark>/<method>-<budget>/metrics.json
+
+Generation is greedy ``generate()`` with left padding through the processor's chat template, ``batch_size``
+distinct requests at a time (samples with the same image and prompt share one generation), longest prompts
+first. See :mod:`mmaccel.eval.distributed` for resume and sharding and :mod:`mmaccel.eval.meter` for what the
+efficiency fields mean.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmaccel.errors import ConfigError
+from mmaccel.eval import distributed
+from mmaccel.eval.config import BASELINE, RESULT_KEYS, EvalConfig, budget_label
+from mmaccel.eval.meter import GenerationTimer, PeakMemory, sample_efficiency, summarize
+
+__all__ = ["ProgressHook", "RunSpec", "check_model", "check_out_dir", "evaluate", "plan_runs"]
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "config.yaml"
+
+
+class ProgressHook:
+    """Receives progress: ``start(total)`` distinct requests to answer, then ``advance(n, run)`` per batch."""
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int, run: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: ``benchmark`` as configured (a suite or a benchmark name), ``method`` (``none``) and ``budget``."""
+
+    benchmark: str
+    scorer: str  # the registered benchmark that loads and scores it
+    synthetic: bool
+    method: str
+    budget: float | int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.benchmark}/{self.method}-{budget_label(self.budget)}"
+
+
+def plan_runs(config: EvalConfig) -> list[RunSpec]:
+    """Every run of ``config``, validated (names, budgets, hyper-parameters) before any model is loaded."""
+    from mmaccel.eval.benchmarks import get_benchmark
+    from mmaccel.methods.registry import build_method, list_methods
+    from mmaccel.toy.suites import SUITES, list_suites
+
+    benchmarks = config.benchmarks or list_suites()
+    methods = config.methods or [BASELINE, *list_methods()]
+    unknown_options = sorted(set(config.method_options) - set(methods))
+    if unknown_options:
+        raise ConfigError(f"method_options names {', '.join(unknown_options)}, which are not among the methods")
+    runs: list[RunSpec] = []
+    for benchmark in benchmarks:
+        if benchmark in SUITES:
+            scorer, synthetic = SUITES[benchmark].benchmark, True
+        else:
+            scorer, synthetic = get_benchmark(benchmark).name, False  # ConfigError lists the known benchmarks
+            if config.data is None:
+                raise ConfigError(
+                    f"benchmark {benchmark!r} is a real benchmark: pass --data DIR with its files, or use a "
+                    f"synthetic suite ({', '.join(SUITES)})"
+                )
+        get_benchmark(scorer).check(config.protocol)
+        for method in methods:
+            if method == BASELINE:
+                runs.append(RunSpec(benchmark, scorer, synthetic, BASELINE, None))
+                continue
+            for budget in config.budgets:
+                build_method(method, budget, **config.method_options.get(method, {}))  # validates
+                runs.append(RunSpec(benchmark, scorer, synthetic, method, budget))
+    if sum(not run.synthetic for run in runs) and len({run.benchmark for run in runs if not run.synthetic}) > 1:
+        raise ConfigError("--data holds one real benchmark; run one real benchmark per command")
+    return runs
+
+
+def check_model(model: str) -> None:
+    """:class:`ConfigError` for a model that is neither ``toy`` nor a checkpoint directory (before any work)."""
+    if model == "toy":
+        return
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model={model!r}: not 'toy' and not a directory with a config.json (a local Hugging Face checkpoint)"
+        )
+
+
+def check_out_dir(config: EvalConfig, out: Path) -> None:
+    """Refuse ``out`` when it holds results of a config whose result-determining keys differ (named)."""
+    import yaml
+
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        if out.is_dir() and any(entry.name != "data" for entry in out.iterdir()):  # data/: suites written
+            raise ConfigError(f"--out {str(out)!r} is not empty and holds no {CONFIG_FILE}; choose another --out")
+        return
+    stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    current = config.identity()
+    differing = [key for key in RESULT_KEYS if _normal(stored.get(key)) != _normal(current[key])]
+    if differing:
+        details = "; ".join(f"{key}: {stored.get(key)!r} there, {current[key]!r} now" for key in differing)
+        raise ConfigError(
+            f"--out {str(out)!r} holds results of a different config ({details}); choose another --out or "
+            "rerun with the same values"
+        )
+
+
+def _normal(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def environment(config: EvalConfig, shard: distributed.Shard) -> dict[str, Any]:
+    import transformers
+
+    import mmaccel
+
+    device = torch.device(config.device)
+    return {
+        "mmaccel": mmaccel.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": config.device,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processes": shard.world,
+    }
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _dtype(name: str) -> torch.dtype | None:
+    return None if name == "auto" else getattr(torch, name)
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class _Loaded:
+    """A run's samples and its distinct requests."""
+
+    bench: Any
+    samples: list[Any]
+    prompts: list[str]
+    requests: list[int]  # per distinct request: the index of its first sample
+    members: dict[int, list[int]]  # first sample index -> every sample index with that request
+
+
+def _load_run(config: EvalConfig, run: RunSpec, data_root: Path) -> _Loaded:
+    from mmaccel.eval.benchmarks import get_benchmark
+    from mmaccel.toy.bench import prepare_suite, request_key
+
+    bench = get_benchmark(run.scorer)
+    if run.synthetic:
+        folder = prepare_suite(run.benchmark, data_root / run.benchmark, config.limit or None)
+        samples = bench.load(folder)
+    else:
+        samples = bench.load(config.data, limit=config.limit or None)
+    prompts = [bench.prompt(sample, config.protocol) for sample in samples]
+    first: dict[Any, int] = {}
+    members: dict[int, list[int]] = {}
+    for index, (sample, prompt) in enumerate(zip(samples, prompts)):
+        head = first.setdefault(request_key(sample.image, prompt), index)
+        members.setdefault(head, []).append(index)
+    requests = sorted(members, key=lambda index: (-len(prompts[index]), index))
+    return _Loaded(bench, samples, prompts, requests, members)
+
+
+def evaluate(
+    config: EvalConfig, progress: ProgressHook | None = None, loaded_model: tuple[Any, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Run every run of ``config`` and return the per-run metrics (rank 0; other processes return ``[]``).
+
+    ``loaded_model``: an already loaded ``(model, processor)`` to use instead of loading ``config.model``.
+    """
+    import yaml
+
+    progress = progress or ProgressHook()
+    runs = plan_runs(config)
+    if loaded_model is None:
+        check_model(config.model)
+    out = Path(config.out)
+    shard = distributed.shard(config.device)
+    try:
+        data_root = Path(config.data) if config.data is not None else out / "data"
+        firsts = list({run.benchmark: run for run in runs}.values())
+        if shard.is_main:  # write the synthetic suites once, before the other processes read them
+            check_out_dir(config, out)
+            loaded = {run.benchmark: _load_run(config, run, data_root) for run in firsts}
+            out.mkdir(parents=True, exist_ok=True)
+            if not (out / CONFIG_FILE).is_file():
+                (out / CONFIG_FILE).write_text(yaml.safe_dump(config.as_dict(), sort_keys=False), encoding="utf-8")
+        shard.barrier()
+        if not shard.is_main:
+            loaded = {run.benchmark: _load_run(config, run, data_root) for run in firsts}
+        todo = {run: _todo(run, loaded[run.benchmark], out, shard) for run in runs}
+        shard.barrier()  # every process has read what is done before anyone appends
+        total = sum(len(requests) for requests in todo.values())
+        progress.start(total)
+        if total:
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            if loaded_model is None:
+                import mmaccel
+
+                loaded_model = mmaccel.load(config.model, device=config.device, dtype=_dtype(config.dtype))
+            model, processor = loaded_model
+            for run in (run for run in runs if todo[run]):
+                data = loaded[run.benchmark]
+                _generate_run(config, run, data, todo[run], model, processor, out, shard, progress)
+        shard.barrier()
+        results = []
+        if shard.is_main:
+            env = environment(config, shard)
+            (out / "environment.json").write_text(json.dumps(env, indent=2) + "\n", encoding="utf-8")
+            results = [_finish_run(config, run, loaded[run.benchmark], out) for run in runs]
+            summary = {"fingerprint": config.fingerprint(), "config": config.as_dict(), "runs": results}
+            (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        shard.barrier()
+        return results
+    finally:
+        shard.close()
+
+
+def _run_dir(out: Path, run: RunSpec) -> Path:
+    return out / run.benchmark / f"{run.method}-{budget_label(run.budget)}"
+
+
+def _todo(run: RunSpec, data: _Loaded, out: Path, shard: distributed.Shard) -> list[int]:
+    """This process's distinct requests (first sample indices) that still lack predictions."""
+    done = distributed.done_records(_run_dir(out, run))
+    mine = data.requests[shard.rank :: shard.world]
+    return [index for index in mine if any(data.samples[member].id not in done for member in data.members[index])]
+
+
+def _generate_run(config, run, data, todo, model, processor, out, shard, progress) -> None:
+    import mmaccel
+    from mmaccel.models.registry import adapter_for
+    from mmaccel.ops.flops import llava_shape
+
+    run_dir = _run_dir(out, run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    part = run_dir / distributed.PART.format(rank=shard.rank)
+    distributed.read_records(part, repair=True)
+    shape = llava_shape(model.config)
+    adapter = adapter_for(model)
+    image_id, per_image = adapter.image_token_id, adapter.tokens_per_image() or 1
+    element_bytes = torch.empty((), dtype=model.dtype).element_size()
+    token = uuid.uuid4().hex[:8]  # tells apart the batches of different processes and reruns
+    _seed(config.seed)
+    session = None
+    if run.method != BASELINE:
+        options = config.method_options.get(run.method, {})
+        session = mmaccel.apply(model, run.method, budget=run.budget, **options)
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        if config.timing:  # warm-up: the first call of a configuration pays one-off costs
+            _generate(model, processor, data, todo[:2], 2, None)
+        for start in range(0, len(todo), config.batch_size):
+            chunk = todo[start : start + config.batch_size]
+            timer = GenerationTimer(config.device) if config.timing else None
+            with PeakMemory(torch.device(config.device)) as memory:
+                answers, inputs, new_tokens = _generate(model, processor, data, chunk, config.max_new_tokens, timer)
+            calls_stats = session.last_call.stats if session is not None else None
+            records = []
+            for row, index in enumerate(chunk):
+                visual = int((inputs["input_ids"][row] == image_id).sum())
+                text = int(inputs["attention_mask"][row].sum()) - visual
+                stats = calls_stats[row] if calls_stats is not None else _baseline_stats(visual, per_image, shape)
+                efficiency = sample_efficiency(stats, shape, text, new_tokens[row], element_bytes).as_dict()
+                efficiency["timing"] = _timing(timer, len(chunk), f"{token}-{start}", memory)
+                for member in data.members[index]:
+                    records.append(_record(data, member, answers[row], efficiency))
+            distributed.append_records(part, records)
+            progress.advance(len(chunk), run.name)
+    finally:
+        tokenizer.padding_side = side
+        if session is not None:
+            session.close()
+
+
+def _baseline_stats(visual: int, per_image: int, shape):
+    """The unmodified model's accounting: every visual token in every layer."""
+    from mmaccel.engine.context import SampleStats
+
+    return SampleStats(images=visual // per_image, visual_tokens=visual, layer_tokens=[visual] * shape.decoder.layers)
+
+
+def _timing(timer: GenerationTimer | None, batch: int, batch_id: str, memory: PeakMemory) -> dict[str, Any]:
+    timing: dict[str, Any] = {"batch": batch_id, "batch_size": batch, "peak_bytes": memory.peak_bytes}
+    if timer is not None and timer.prefill_ms is not None:
+        timing["prefill_ms"] = timer.prefill_ms
+        timing["prefill_ms_per_sample"] = timer.prefill_ms / batch
+        timing["decode_ms_per_token"] = timer.decode_ms_per_token
+    return timing
+
+
+def _record(data: _Loaded, index: int, answer: str, efficiency: dict[str, Any]) -> dict[str, Any]:
+    sample = data.samples[index]
+    return {"id": sample.id, "prompt": data.prompts[index], "prediction": answer, "efficiency": efficiency}
+
+
+@torch.no_grad()
+def _generate(model, processor, data: _Loaded, chunk: list[int], max_new_tokens: int, timer):
+    """Greedy answers of the requests ``chunk`` (first sample indices), the model inputs and tokens generated."""
+    from PIL import Image
+
+    images, texts = [], []
+    for index in chunk:
+        image = data.samples[index].image
+        if isinstance(image, (str, Path)):
+            with Image.open(image) as handle:
+                image = handle.convert("RGB")
+        images.append(image.convert("RGB"))
+        content = [{"type": "image"}, {"type": "text", "text": data.prompts[index]}]
+        texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True))
+    inputs = processor(images=images, text=texts, return_tensors="pt", padding=True).to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=timer)  # [b, L + n]
+    new = output[:, inputs["input_ids"].shape[1] :]
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    counts = []
+    for row in new.tolist():
+        ends = [i for i, token in enumerate(row) if token in eos_ids]
+        counts.append(ends[0] + 1 if ends else len(row))
+    answers = [text.strip() for text in processor.batch_decode(new, skip_special_tokens=True)]
+    return answers, inputs, counts
+
+
+def _unit(run: RunSpec, sample) -> str:
+    """What a bootstrap resamples: the image (MME, POPE), the question (MMBench's rotations), else the row."""
+    if run.scorer == "mme":
+        return str(sample.meta.get("image_id", sample.id))
+    if run.scorer == "pope":
+        return str(sample.image)
+    if run.scorer == "mmbench":
+        return str(int(sample.meta["index"]) % 1_000_000)
+    return sample.id
+
+
+def _finish_run(config: EvalConfig, run: RunSpec, data: _Loaded, out: Path) -> dict[str, Any]:
+    """Merge the part files, score the predictions with the benchmark's scorer, write the run's metrics."""
+    from mmaccel.toy.bench import bootstrap_se
+
+    run_dir = _run_dir(out, run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = distributed.merge_parts(run_dir, [sample.id for sample in data.samples])
+    by_id = {record["id"]: record for record in records}
+    missing = [sample.id for sample in data.samples if sample.id not in by_id]
+    if missing:
+        raise ConfigError(f"{run.name}: {len(missing)} samples have no prediction (first: {missing[0]}); rerun")
+    started = time.perf_counter()
+    rows = [data.bench.score(s, by_id[s.id]["prediction"], config.protocol) for s in data.samples]
+    metrics = data.bench.aggregate(rows, config.protocol)
+    units = [_unit(run, sample) for sample in data.samples]
+    se = bootstrap_se(data.bench, rows, units, config.protocol, draws=100) if len(set(units)) > 1 else None
+    result = {
+        "run": run.name,
+        "benchmark": run.benchmark,
+        "scorer": run.scorer,
+        "method": run.method,
+        "budget": run.budget,
+        "samples": len(data.samples),
+        "generations": len(data.requests),
+        "headline": metrics["headline"],
+        "value": metrics[metrics["headline"]],
+        "se": se,
+        "metrics": metrics,
+        "efficiency": summarize([record["efficiency"] for record in records]),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    log.debug("%s scored in %.2f s", run.name, time.perf_counter() - started)
+    return result
