@@ -444,17 +444,20 @@ def test_evaluate_suite_writes_predictions_that_mmaccel_score_reproduces(tiny, w
     assert saved["suite"] == "shapes-pope" and saved["standard_error"] == pytest.approx(result.se)
 
 
-def test_bootstrap_standard_error_matches_the_binomial_one():
-    from mmaccel.toy.bench import bootstrap_se
+def test_standard_errors_match_the_binomial_one():
+    from mmaccel.toy.bench import bootstrap_se, standard_error
 
     bench = get_benchmark("gqa")
     rows = [{"id": str(i), "structural": "", "accuracy": float(i % 4 == 0)} for i in range(400)]
-    se = bootstrap_se(bench, rows, [row["id"] for row in rows], draws=400)
-    assert se == pytest.approx(100 * math.sqrt(0.25 * 0.75 / 400), rel=0.15)
+    units = [row["id"] for row in rows]
+    binomial = 100 * math.sqrt(0.25 * 0.75 / 399)  # sample SD with ddof=1
+    assert standard_error(bench, rows, units) == pytest.approx(binomial)
+    assert bootstrap_se(bench, rows, units, draws=400) == pytest.approx(binomial, rel=0.15)
     mme = get_benchmark("mme")  # resampled copies of an image stay separate images for acc+
     rows = [{"id": f"{i}#{k}", "category": "count", "image_id": str(i), "label": "yes", "parsed": "yes",
-             "correct": 1.0} for i in range(10) for k in range(2)]  # fmt: skip
-    assert bootstrap_se(mme, rows, [row["image_id"] for row in rows], draws=20) == 0.0
+             "correct": float(i % 2 == 0)} for i in range(40) for k in range(2)]  # fmt: skip
+    se = standard_error(mme, rows, [row["image_id"] for row in rows], draws=400)
+    assert se == pytest.approx(200 * math.sqrt(0.25 / 40), rel=0.15)  # score per image: 0 or 200, half each
 
 
 def test_toy_suites_command_writes_the_suites(tmp_path, capsys):

@@ -67,7 +67,7 @@ def _register_suites(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     bench.add_argument("--batch-size", type=int, default=32)
     bench.add_argument("--max-new-tokens", type=int, default=8)
-    bench.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws for the standard error (0: none)")
+    bench.add_argument("--bootstrap", type=int, default=200, help="bootstrap draws for the standard error (0: none)")
     bench.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     bench.set_defaults(func=run_bench)
 

@@ -27,7 +27,15 @@ from mmaccel.eval.benchmarks import Benchmark, Sample, get_benchmark
 from mmaccel.eval.benchmarks.score import score_predictions
 from mmaccel.toy.suites import get_suite, read_manifest, write_suite
 
-__all__ = ["SuiteResult", "bootstrap_se", "evaluate_suite", "generate_answers", "prepare_suite", "request_key"]
+__all__ = [
+    "SuiteResult",
+    "bootstrap_se",
+    "evaluate_suite",
+    "generate_answers",
+    "prepare_suite",
+    "request_key",
+    "standard_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +105,20 @@ def generate_answers(
     finally:
         tokenizer.padding_side = side
     return [answers[first[key]] for key in keys]
+
+
+# Benchmarks whose headline is the mean of one per-row score (in [0, 1]): their standard error is analytic.
+ROW_SCORES = {"gqa": "accuracy", "scienceqa_img": "correct", "textvqa": "accuracy", "vqav2": "accuracy"}
+
+
+def standard_error(
+    bench: Benchmark, rows: list[dict[str, Any]], units: list[str], protocol: str = "llava", draws: int = 200
+) -> float:
+    """Standard error of the headline: ``100 * sd / sqrt(n)`` for per-row means, else :func:`bootstrap_se`."""
+    if bench.name in ROW_SCORES:
+        values = np.array([row[ROW_SCORES[bench.name]] for row in rows], dtype=float)
+        return float(100 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    return bootstrap_se(bench, rows, units, protocol, draws)
 
 
 def _unit(benchmark: str, sample: Sample) -> str:
@@ -179,13 +201,15 @@ def evaluate_suite(
     protocol: str = "llava",
     batch_size: int = 32,
     max_new_tokens: int = 8,
-    bootstrap_draws: int = 100,
+    bootstrap_draws: int = 200,
     progress: Callable[[int], None] | None = None,
 ) -> SuiteResult:
     """Answer every question of suite ``name`` (read from ``data_dir``) and score it with the real scorer.
 
     Writes ``<out_dir>/predictions.jsonl`` (``{"id", "prediction", "prompt"}`` lines) and
-    ``<out_dir>/metrics.json`` (what ``mmaccel score`` writes, plus the bootstrap standard error).
+    ``<out_dir>/metrics.json`` (what ``mmaccel score`` writes, plus the standard error of the headline:
+    analytic for per-question means, a bootstrap of ``bootstrap_draws`` draws over images or questions for MME,
+    POPE and MMBench; ``bootstrap_draws=0`` skips it).
     ``seconds`` (wall) and ``cpu_seconds`` (this process, all threads) cover loading, generation and scoring, not
     the bootstrap.
     """
@@ -211,7 +235,7 @@ def evaluate_suite(
     if bootstrap_draws > 1:
         rows = [bench.score(sample, answer, protocol) for sample, answer in zip(samples, answers)]
         units = [_unit(suite.benchmark, sample) for sample in samples]
-        se = bootstrap_se(bench, rows, units, protocol, bootstrap_draws)
+        se = standard_error(bench, rows, units, protocol, bootstrap_draws)
     generated = len({request_key(image, text) for image, text in requests})
     result = SuiteResult(name, suite.benchmark, headline, metrics[headline], se, len(samples), generated, seconds,
                          cpu_seconds, str(predictions), metrics)  # fmt: skip
