@@ -16,6 +16,7 @@ from mmaccel.errors import MmaccelError
 # Subcommand modules, in the order they appear in ``mmaccel --help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mmaccel.cli.eval",
+    "mmaccel.cli.show",
     "mmaccel.cli.demo",
     "mmaccel.cli.listing",
     "mmaccel.cli.score",

@@ -193,10 +193,10 @@ def _load_run(config: EvalConfig, run: RunSpec, data_root: Path) -> _Loaded:
 
     bench = get_benchmark(run.scorer)
     if run.synthetic:
-        folder = prepare_suite(run.benchmark, data_root / run.benchmark, config.limit or None)
+        folder = prepare_suite(run.benchmark, data_root / run.benchmark, config.limit_for(run.benchmark) or None)
         samples = bench.load(folder)
     else:
-        samples = bench.load(config.data, limit=config.limit or None)
+        samples = bench.load(config.data, limit=config.limit_for(run.benchmark) or None)
     prompts = [bench.prompt(sample, config.protocol) for sample in samples]
     first: dict[Any, int] = {}
     members: dict[int, list[int]] = {}
