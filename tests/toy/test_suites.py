@@ -422,6 +422,20 @@ def test_batched_left_padded_answers_equal_single_answers(tiny, written):
         generate_answers(model, processor, requests, batch_size=0)
 
 
+def test_answers_can_be_generated_inside_an_applied_method(tiny, written):
+    import mmaccel
+    from mmaccel.toy.bench import generate_answers
+
+    model, processor = tiny
+    bench, samples = _load("shapes-vqav2", written["shapes-vqav2"])
+    requests = [(sample.image, bench.prompt(sample)) for sample in samples]
+    with mmaccel.apply(model, "pool", budget=16) as session:
+        answers = generate_answers(model, processor, requests, batch_size=4, max_new_tokens=2)
+    assert len(answers) == len(requests) and all(isinstance(answer, str) for answer in answers)
+    assert len(session.calls) == 2  # one prefill per batch of 4
+    assert {stats.llm_input_tokens for call in session.calls for stats in call.stats} == {16}
+
+
 def test_evaluate_suite_writes_predictions_that_mmaccel_score_reproduces(tiny, written, tmp_path, capsys):
     from mmaccel.cli import main
     from mmaccel.toy.bench import evaluate_suite
