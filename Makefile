@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mmaccel demo
+	$(BIN)/mmaccel eval
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

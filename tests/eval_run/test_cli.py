@@ -43,3 +43,8 @@ def test_config_file_with_an_unknown_key(capsys, tmp_path):
     path.write_text("budgts: 0.5\n")
     assert main(["eval", "--config", str(path)]) == 2
     assert "budgts" in capsys.readouterr().err
+
+
+def test_real_and_synthetic_benchmarks_in_one_command_are_refused(capsys, tmp_path):
+    code = main(["eval", "--benchmark", "pope,shapes-gqa", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert code == 2 and "separate" in capsys.readouterr().err

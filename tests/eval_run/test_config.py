@@ -66,3 +66,14 @@ def test_fingerprint_tracks_result_keys_only():
 def test_bad_values(key, value):
     with pytest.raises(ConfigError, match=key):
         EvalConfig(**{key: value})
+
+
+def test_the_main_job_plans_every_method_at_three_budgets_on_seven_suites():
+    from mmaccel.eval.runner import plan_runs
+    from mmaccel.methods.registry import list_methods
+    from mmaccel.toy.suites import list_suites
+
+    runs = plan_runs(EvalConfig())
+    assert len(runs) == len(list_suites()) * (1 + 3 * len(list_methods()))
+    assert {run.method for run in runs} == {"none", *list_methods()}
+    assert all(EvalConfig().limit_for(run.benchmark) > 0 for run in runs)  # the main job never runs full suites

@@ -97,25 +97,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def results_table(results: list[dict[str, Any]]):
-    """The rich table of the headline and the main efficiency figures of every run."""
+    """The rich table of every configuration, averaged over the benchmarks (the report has every run)."""
     from rich.table import Table
 
-    table = Table(title="mmaccel eval")
-    for column in ("benchmark", "method", "budget", "headline", "±SE", "% base", "LLM tokens", "TFLOPs", "TTFT ms"):
-        table.add_column(column, justify="left" if column in ("benchmark", "method") else "right")
-    baseline = {r["benchmark"]: r["value"] for r in results if r["method"] == "none"}
-    for r in results:
-        eff = r["efficiency"]
-        base = baseline.get(r["benchmark"])
-        table.add_row(
-            r["benchmark"],
-            r["method"],
-            "-" if r["budget"] is None else str(r["budget"]),
-            f"{r['value']:.1f}",
-            "-" if r["se"] is None else f"{r['se']:.1f}",
-            f"{100 * r['value'] / base:.0f}%" if base else "-",
-            f"{eff['llm_input_tokens']['mean']:.1f}",
-            f"{eff['prefill_flops']['mean'] / 1e12:.4f}",
-            f"{eff['prefill_ms_per_sample']['median']:.1f}" if "prefill_ms_per_sample" in eff else "-",
-        )
+    from mmaccel.eval.report import EFFICIENCY_COLUMNS, efficiency_rows
+
+    benchmarks = len({r["benchmark"] for r in results})
+    table = Table(title=f"mmaccel eval: mean over {benchmarks} benchmark(s); per run in report.md")
+    for title, _, spec in EFFICIENCY_COLUMNS:
+        table.add_column(title, justify="left" if spec == "s" else "right")
+    for row in efficiency_rows(results):
+        cells = [row[key] if spec == "s" else ("-" if row[key] is None else format(row[key], spec))
+                 for _, key, spec in EFFICIENCY_COLUMNS]  # fmt: skip
+        table.add_row(*cells)
     return table

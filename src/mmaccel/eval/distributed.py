@@ -35,6 +35,11 @@ class Shard:
 
     rank: int = 0
     world: int = 1
+    local_rank: int = 0
+
+    def device(self, device: str) -> str:
+        """``cuda`` means this process's own GPU (``cuda:<LOCAL_RANK>``) when several processes run."""
+        return f"cuda:{self.local_rank}" if device == "cuda" and self.world > 1 else device
 
     @property
     def is_main(self) -> bool:
@@ -66,7 +71,7 @@ def shard(device: str = "cpu") -> Shard:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend)
     log.info("process %d of %d (%s)", rank, world, dist.get_backend())
-    return Shard(rank, world)
+    return Shard(rank, world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:

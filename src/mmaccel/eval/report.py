@@ -187,7 +187,7 @@ def _plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, str]]
                 style = {"color": "black", "marker": "*", "markersize": 12} if method == BASELINE else {"marker": "o"}
                 axis.plot(*zip(*points), label="no method" if method == BASELINE else method, **style)
         axis.set_xlabel("measured prefill time per sample, ms (median over batches)")
-        axis.set_ylabel("accuracy, % of the unmodified model (mean over benchmarks)")
+        axis.set_ylabel("accuracy, % of no method\n(mean over benchmarks)")
         axis.legend(fontsize=8)
         figure.tight_layout()
         figure.savefig(folder / "accuracy_vs_prefill.png", dpi=90)

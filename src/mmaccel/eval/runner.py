@@ -97,8 +97,12 @@ def plan_runs(config: EvalConfig) -> list[RunSpec]:
             for budget in config.budgets:
                 build_method(method, budget, **config.method_options.get(method, {}))  # validates
                 runs.append(RunSpec(benchmark, scorer, synthetic, method, budget))
-    if sum(not run.synthetic for run in runs) and len({run.benchmark for run in runs if not run.synthetic}) > 1:
-        raise ConfigError("--data holds one real benchmark; run one real benchmark per command")
+    real = {run.benchmark for run in runs if not run.synthetic}
+    if len(real) > 1 or (real and any(run.synthetic for run in runs)):
+        raise ConfigError(
+            f"--data holds one real benchmark; run {', '.join(sorted(real))} and the synthetic suites in separate "
+            "commands"
+        )
     return runs
 
 
@@ -222,6 +226,8 @@ def evaluate(
         check_model(config.model)
     out = Path(config.out)
     shard = distributed.shard(config.device)
+    if shard.device(config.device) != config.device:
+        config = config.with_overrides({"device": shard.device(config.device)})
     try:
         data_root = Path(config.data) if config.data is not None else out / "data"
         firsts = list({run.benchmark: run for run in runs}.values())
