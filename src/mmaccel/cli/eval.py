@@ -91,8 +91,11 @@ def run(args: argparse.Namespace) -> int:
         from mmaccel.eval.report import write_report
 
         write_report(config.out, results)
-    Console().print(results_table(results))
-    Console().print(f"results: {config.out}" + ("" if args.no_report else f" (report: {config.out}/report.md)"))
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)  # a log file gets the whole table, not an 80-column cut
+    out.print(results_table(results))
+    out.print(f"results: {config.out}" + ("" if args.no_report else f" (report: {config.out}/report.md)"))
     return 0
 
 
