@@ -145,3 +145,14 @@ def test_a_non_empty_foreign_directory_is_refused(small_config, toy, tmp_path):
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
         evaluate(small_config(out=str(foreign)), loaded_model=toy)
+
+
+def test_predictions_of_other_weights_are_refused(small_config, toy):
+    config = small_config(benchmarks=["shapes-gqa"], methods=["none"], timing=False)
+    evaluate(config, loaded_model=toy)
+    stamp = Path(config.out) / "model.json"
+    recorded = json.loads(stamp.read_text())
+    assert len(recorded["model_weights"]) == 16
+    stamp.write_text(json.dumps({**recorded, "model_weights": "0" * 16}))  # as if the checkpoint was retrained
+    with pytest.raises(ConfigError, match="model weights"):
+        evaluate(config, loaded_model=toy)

@@ -40,6 +40,7 @@ __all__ = ["ProgressHook", "RunSpec", "check_model", "check_out_dir", "evaluate"
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.json"  # fingerprint of the checkpoint the predictions came from
 
 
 class ProgressHook:
@@ -117,6 +118,22 @@ def check_model(model: str) -> None:
         )
 
 
+def model_fingerprint(model: str) -> str:
+    """A hash of a checkpoint: its config.json and each weight file's name, size and (up to 256 MiB) content."""
+    import hashlib
+
+    from mmaccel.loading import TOY_NAME, toy_checkpoint_path
+
+    path = toy_checkpoint_path() if model == TOY_NAME else Path(model).expanduser()
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        size = weights.stat().st_size
+        digest.update(f"{weights.name}:{size}".encode())
+        if size <= 256 * 2**20:
+            digest.update(weights.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def check_out_dir(config: EvalConfig, out: Path) -> None:
     """Refuse ``out`` when it holds results of a config whose result-determining keys differ (named)."""
     import yaml
@@ -129,8 +146,16 @@ def check_out_dir(config: EvalConfig, out: Path) -> None:
     stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     current = config.identity()
     differing = [key for key in RESULT_KEYS if _normal(stored.get(key)) != _normal(current[key])]
+    details = [f"{key}: {stored.get(key)!r} there, {current[key]!r} now" for key in differing]
+    weights_file = out / WEIGHTS_FILE
+    if not differing and weights_file.is_file():
+        there = json.loads(weights_file.read_text(encoding="utf-8")).get("model_weights")
+        now = model_fingerprint(config.model)
+        if there != now:
+            differing.append("model weights")
+            details.append(f"model weights: {there} there, {now} now (the checkpoint changed)")
     if differing:
-        details = "; ".join(f"{key}: {stored.get(key)!r} there, {current[key]!r} now" for key in differing)
+        details = "; ".join(details)
         raise ConfigError(
             f"--out {str(out)!r} holds results of a different config ({details}); choose another --out or "
             "rerun with the same values"
@@ -237,6 +262,8 @@ def evaluate(
             out.mkdir(parents=True, exist_ok=True)
             if not (out / CONFIG_FILE).is_file():
                 (out / CONFIG_FILE).write_text(yaml.safe_dump(config.as_dict(), sort_keys=False), encoding="utf-8")
+                weights = {"model": config.model, "model_weights": model_fingerprint(config.model)}
+                (out / WEIGHTS_FILE).write_text(json.dumps(weights, indent=2) + "\n", encoding="utf-8")
         shard.barrier()
         if not shard.is_main:
             loaded = {run.benchmark: _load_run(config, run, data_root) for run in firsts}
