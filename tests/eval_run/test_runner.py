@@ -156,3 +156,18 @@ def test_predictions_of_other_weights_are_refused(small_config, toy):
     stamp.write_text(json.dumps({**recorded, "model_weights": "0" * 16}))  # as if the checkpoint was retrained
     with pytest.raises(ConfigError, match="model weights"):
         evaluate(config, loaded_model=toy)
+
+
+def test_a_real_benchmark_folder_with_limit(toy, tmp_path):
+    """``--benchmark gqa --data DIR``: the real loader reads DIR (here a suite in GQA's layout), first N samples."""
+    from mmaccel.eval.config import EvalConfig
+    from mmaccel.toy.suites import write_suite
+
+    data = tmp_path / "gqa"
+    write_suite("shapes-gqa", data, 5)
+    before = sorted(p.name for p in data.rglob("*"))
+    config = EvalConfig(benchmarks=["gqa"], methods=["none"], limit=3, data=str(data), out=str(tmp_path / "o"),
+                        timing=False)  # fmt: skip
+    [result] = evaluate(config, loaded_model=toy)
+    assert result["run"] == "gqa/none-full" and result["samples"] == 3
+    assert sorted(p.name for p in data.rglob("*")) == before  # nothing written into the data folder
