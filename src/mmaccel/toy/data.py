@@ -9,23 +9,29 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from mmaccel.toy.processor import CLIP_MEAN, CLIP_STD, NUM_IMAGE_TOKENS
-from mmaccel.toy.questions import COUNT_WORDS, GENERATORS, LETTERS, QUESTION_TYPES, Question, choose_suffix
+from mmaccel.toy.questions import COUNT_WORDS, GENERATORS, LETTERS, QUESTION_TYPES, Question, ask_text, choose_suffix
+from mmaccel.toy.suites.open_ended import OCR_LINE, simulated_ocr
+from mmaccel.toy.suites.yesno import MME_QUESTIONS, MME_SUFFIX
 from mmaccel.toy.world import COLOR_NAMES, SHAPES, Scene, patch_labels, render, sample_scene
 
 # Question mix of training: the types that need two steps (binding, letters, comparisons) get more turns.
-# ``copy`` is a training-only text exercise for lettered options (see :func:`ask_option_copy`).
+# ``copy``, ``verify`` and ``ocr`` are training-only forms (see :func:`ask_option_copy`, :func:`ask_verify` and
+# :func:`ask_ocr_line`): the benchmarks' question forms that the held-out types do not cover.
 TRAIN_MIX: dict[str, float] = {
-    "exist": 1.8,
-    "color": 0.7,
-    "shape": 0.9,
+    "exist": 1.6,
+    "color": 0.6,
+    "shape": 0.8,
     "count": 1.0,
-    "position": 1.2,
+    "position": 1.4,
     "relation": 1.4,
     "text": 1.2,
-    "mc": 2.0,
-    "science": 1.6,
-    "copy": 0.4,
+    "mc": 2.2,
+    "science": 1.8,
+    "copy": 0.6,
+    "verify": 1.0,
+    "ocr": 0.4,
 }
+VERIFY_WEIGHTS: dict[str, float] = {"position": 2.0, "OCR": 1.5, "count": 1.0, "color": 1.0, "existence": 0.5}
 
 
 def ask_option_copy(scene: Scene, rng: np.random.Generator) -> Question:
@@ -41,7 +47,35 @@ def ask_option_copy(scene: Scene, rng: np.random.Generator) -> Question:
     return Question("copy", "copy", f"Which option is {options[correct]}?", LETTERS[correct], options)
 
 
-TRAIN_GENERATORS = {**GENERATORS, "copy": ask_option_copy}
+def ask_verify(scene: Scene, rng: np.random.Generator) -> Question | None:
+    """MME-style yes/no verification (``Is the red circle on the left of the image?``), half true, half false.
+
+    The forms are those of ``shapes-mme`` (position, OCR, count, colour, existence); MME's ``Please answer yes or
+    no.`` follows the question on the same line, as in MME's files.
+    """
+    categories = [name for name in VERIFY_WEIGHTS if name != "OCR" or scene.sign is not None]
+    weights = np.array([VERIFY_WEIGHTS[name] for name in categories])
+    category = categories[int(rng.choice(len(categories), p=weights / weights.sum()))]
+    pair = MME_QUESTIONS[category](scene, rng)
+    if pair is None:
+        return None
+    truth = bool(rng.random() < 0.5)
+    text = pair[0] if truth else pair[1]
+    if rng.random() < 0.7:
+        text += MME_SUFFIX
+    return Question("verify", category, text, "yes" if truth else "no")
+
+
+def ask_ocr_line(scene: Scene, rng: np.random.Generator) -> Question | None:
+    """TextVQA as LLaVA prompts it: the question, then ``Reference OCR token: k7`` (misread or empty at times)."""
+    base = ask_text(scene, rng)
+    if base is None:
+        return None
+    tokens = ", ".join(simulated_ocr(base.answer, rng))
+    return Question("ocr", base.subtype, f"{base.text}\n{OCR_LINE}{tokens}", base.answer)
+
+
+TRAIN_GENERATORS = {**GENERATORS, "copy": ask_option_copy, "verify": ask_verify, "ocr": ask_ocr_line}
 
 
 def pixel_tensor(images: list[np.ndarray]) -> torch.Tensor:

@@ -50,6 +50,7 @@ class TrainConfig:
     lr_llm: float = 2e-3
     warmup_llm: int = 100
     drop_probability: float = 0.2
+    position_loss: float = 0.2  # weight of the stage-2 row/column heads on the projected features
     eval_every: int = 250
     model_kwargs: dict = field(default_factory=dict)
     mix: dict = field(default_factory=lambda: dict(TRAIN_MIX))
@@ -150,8 +151,37 @@ def train_vision(config: TrainConfig, progress: ProgressCallback | None = None) 
     return tower.state_dict(), curve
 
 
-def packed_loss(model: LlavaForConditionalGeneration, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss on answer tokens of a packed batch with the vision tower frozen; also per-token correctness ``[N]``."""
+class PositionHeads(nn.Module):
+    """Throw-away stage-2 row and column heads on the projected visual tokens ``[B, 64, D]``.
+
+    The tower's features encode each patch's column (a linear probe reads it at 99 %), but a projector trained
+    only through the LM loss discards it before the LM has learned to use it, and left/right questions then stay
+    at chance. These heads keep the patch's row and column linearly readable in the LM's input.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.row = nn.Linear(hidden, PATCHES_PER_SIDE)
+        self.col = nn.Linear(hidden, PATCHES_PER_SIDE)
+
+    def loss(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        grid = torch.arange(NUM_PATCHES, device=image_embeds.device)
+        rows = (grid // PATCHES_PER_SIDE).expand(image_embeds.shape[0], -1)  # [B, 64]
+        cols = (grid % PATCHES_PER_SIDE).expand(image_embeds.shape[0], -1)
+        row_loss = F.cross_entropy(self.row(image_embeds).flatten(0, 1), rows.flatten())
+        return row_loss + F.cross_entropy(self.col(image_embeds).flatten(0, 1), cols.flatten())
+
+
+def packed_loss(
+    model: LlavaForConditionalGeneration,
+    batch: PackedBatch,
+    position_heads: PositionHeads | None = None,
+    position_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss on answer tokens of a packed batch with the vision tower frozen; also per-token correctness ``[N]``.
+
+    With ``position_heads``, ``position_weight`` times their row/column loss on the projected features is added.
+    """
     inner = model.model
     with torch.no_grad():
         tower_out = inner.vision_tower(pixel_values=batch.pixel_values, output_hidden_states=True)
@@ -166,7 +196,10 @@ def packed_loss(model: LlavaForConditionalGeneration, batch: PackedBatch) -> tup
     targets = batch.labels >= 0  # [B, L]
     logits = model.lm_head(hidden[targets])  # [N, V]
     labels = batch.labels[targets]  # [N]
-    return F.cross_entropy(logits.float(), labels), logits.argmax(-1) == labels
+    loss = F.cross_entropy(logits.float(), labels)
+    if position_heads is not None and position_weight > 0:
+        loss = loss + position_weight * position_heads.loss(image_embeds)
+    return loss, logits.argmax(-1) == labels
 
 
 def build_model(config: TrainConfig, vision_state: dict | None = None) -> LlavaForConditionalGeneration:
@@ -188,7 +221,8 @@ def train_llm(
     model = build_model(config, vision_state)
     model.model.vision_tower.requires_grad_(False)
     model.model.vision_tower.eval()
-    params = [param for param in model.parameters() if param.requires_grad]
+    position_heads = PositionHeads(model.config.text_config.hidden_size)
+    params = [param for param in model.parameters() if param.requires_grad] + list(position_heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr_llm, weight_decay=0.05, betas=(0.9, 0.98))
     encoder = TurnEncoder(tokenizer)
     curve: list[dict] = []
@@ -209,7 +243,7 @@ def train_llm(
         )
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, config.steps_llm, config.lr_llm, config.warmup_llm)
-        loss, correct = packed_loss(model, batch)
+        loss, correct = packed_loss(model, batch, position_heads, config.position_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -60,6 +60,9 @@ def lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
+OCR_LINE = "Reference OCR token: "  # LLaVA's TextVQA prompt line with the OCR system's tokens
+
+
 def simulated_ocr(text: str, rng: np.random.Generator) -> tuple[str, ...]:
     """OCR tokens of a sign: none with probability 0.15, else the text with look-alike misreadings."""
     if rng.random() >= OCR_FOUND:
@@ -116,7 +119,7 @@ def write_textvqa(root: Path, suite_number: int, questions: int) -> dict[str, An
         ocr = ", ".join(item.ocr_tokens)
         prompts.append({
             "question_id": image_id, "image": f"{image_id}.jpg", "category": "default",
-            "text": f"{question.capitalize()}\nReference OCR token: {ocr}{SHORT_ANSWER_SUFFIX}",
+            "text": f"{question.capitalize()}\n{OCR_LINE}{ocr}{SHORT_ANSWER_SUFFIX}",
         })  # fmt: skip
     write_json(root / "TextVQA_0.5.1_val.json", {"dataset_type": "val", "dataset_name": "textvqa", "data": data})
     write_jsonl(root / "llava_textvqa_val_v051_ocr.jsonl", prompts)

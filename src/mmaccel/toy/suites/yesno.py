@@ -98,7 +98,8 @@ def _ocr(scene: Scene, rng: np.random.Generator) -> tuple[str, str] | None:
     return tuple(f'Is the text on the sign "{value}"?' for value in (text, wrong))
 
 
-_MME_ASK = {"existence": _existence, "count": _count, "position": _position, "color": _color, "OCR": _ocr}
+# MME subtask -> (scene, rng) -> (question whose answer is yes, question whose answer is no), or None
+MME_QUESTIONS = {"existence": _existence, "count": _count, "position": _position, "color": _color, "OCR": _ocr}
 
 
 def mme_items(suite_number: int, per_subtask: int) -> list[MMEItem]:
@@ -109,7 +110,7 @@ def mme_items(suite_number: int, per_subtask: int) -> list[MMEItem]:
         for index in range(per_subtask):
             rng = item_rng(suite_number, k, index)
             sign = 1.0 if category == "OCR" else 0.5
-            scene, (yes, no) = draw(rng, _MME_ASK[category], sign_probability=sign)
+            scene, (yes, no) = draw(rng, MME_QUESTIONS[category], sign_probability=sign)
             items.append(MMEItem(category, scene, yes, no))
     return items
 
