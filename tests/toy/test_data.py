@@ -80,3 +80,70 @@ def test_option_copy_answers_the_letter_of_the_repeated_option():
         assert question.options[LETTERS.index(question.answer)] == word
         assert len(set(question.options)) == len(question.options) >= 2
     assert "copy" in TRAIN_MIX
+
+
+def test_verify_questions_are_mme_forms_with_correct_answers():
+    from mmaccel.toy.data import VERIFY_WEIGHTS, ask_verify
+    from mmaccel.toy.suites.yesno import MME_SUFFIX
+    from mmaccel.toy.world import GRID
+
+    rng = np.random.default_rng(4)
+    seen = set()
+    for _ in range(300):
+        scene = sample_scene(rng)
+        question = ask_verify(scene, rng)
+        if question is None:
+            continue
+        seen.add(question.subtype)
+        assert question.kind == "verify" and question.answer in ("yes", "no")
+        assert question.prompt() == question.text and "\n" not in question.text
+        text = question.text.removesuffix(MME_SUFFIX)
+        if question.subtype == "position":  # "Is the red circle on the left of the image?"
+            words = text.rstrip("?").split()
+            (item,) = scene.find(color=words[2], shape=words[3])
+            side = words[6]
+            truth = {"left": item.col < GRID // 2, "right": item.col >= GRID // 2,
+                     "top": item.row < GRID // 2, "bottom": item.row >= GRID // 2}[side]  # fmt: skip
+            assert question.answer == ("yes" if truth else "no")
+        if question.subtype == "OCR":
+            written = text.split('"')[1]
+            assert question.answer == ("yes" if written == scene.sign.text else "no")
+    assert seen == set(VERIFY_WEIGHTS)
+
+
+def test_ocr_line_questions_follow_llava_textvqa_prompts():
+    from mmaccel.toy.data import ask_ocr_line
+    from mmaccel.toy.suites.open_ended import OCR_LINE
+
+    rng = np.random.default_rng(5)
+    asked = 0
+    for _ in range(100):
+        scene = sample_scene(rng)
+        question = ask_ocr_line(scene, rng)
+        if scene.sign is None:
+            assert question is None
+            continue
+        asked += 1
+        first, second = question.text.split("\n")
+        assert first == "What is written on the sign?" and second.startswith(OCR_LINE)
+        assert question.answer == scene.sign.text
+    assert asked > 20
+
+
+def test_position_heads_read_row_and_column_of_every_visual_token():
+    from mmaccel.toy.train import PositionHeads
+
+    torch.manual_seed(0)
+    heads = PositionHeads(16)
+    grid = torch.arange(64)
+    # features that carry the row and column one-hot are learnable to zero loss; random ones are not
+    informative = torch.cat([torch.nn.functional.one_hot(grid // 8, 8), torch.nn.functional.one_hot(grid % 8, 8)], 1)
+    informative = informative.float()[None].expand(2, -1, -1) * 10
+    optimizer = torch.optim.Adam(heads.parameters(), lr=0.1)
+    for _ in range(100):
+        loss = heads.loss(informative)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(heads.loss(informative)) < 0.05
+    assert float(heads.loss(torch.randn(2, 64, 16))) > 2.0
