@@ -35,13 +35,13 @@ __all__ = [
 
 BASELINE = "none"  # the method name of the unmodified model
 DEFAULT_BUDGETS: tuple[float, ...] = (0.5, 0.25, 0.125)
-# Per synthetic suite, in the suite's unit (images per MME subtask, POPE images, questions): about 320 distinct
+# Per synthetic suite, in the suite's unit (images per MME subtask, POPE images, questions): about 640 distinct
 # generations per configuration, so that the 31 configurations of the main job fit in ten minutes on two CPU
-# cores (measured in the README). Worst-case standard errors at these sizes (docs/evaluation.md): MME 9.1 %
-# (91 of 1000 points), POPE 13.1, MMBench 14.4, the others 8.8 points; ``--limit 0`` runs the full suites (2).
+# cores (measured in the README). Worst-case standard errors at these sizes (docs/evaluation.md): MME 6.5 %
+# (65 of 1000 points), POPE 9.3, MMBench 10.2, the others 6.2 points; ``--limit 0`` runs the full suites (2).
 DEFAULT_LIMIT: dict[str, int] = {
-    "shapes-mme": 6, "shapes-pope": 6, "shapes-mmbench": 12, "shapes-sqa": 32, "shapes-textvqa": 32,
-    "shapes-gqa": 32, "shapes-vqav2": 32,
+    "shapes-mme": 12, "shapes-pope": 12, "shapes-mmbench": 24, "shapes-sqa": 64, "shapes-textvqa": 64,
+    "shapes-gqa": 64, "shapes-vqav2": 64,
 }  # fmt: skip
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Keys that change predictions. Everything else changes which runs exist or how fast they go.
