@@ -145,5 +145,9 @@ def test_position_heads_read_row_and_column_of_every_visual_token():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(heads.loss(informative)) < 0.05
-    assert float(heads.loss(torch.randn(2, 64, 16))) > 2.0
+    features = torch.nn.functional.layer_norm(informative, (16,))
+    assert bool(
+        (heads.row(features).argmax(-1) == grid // 8).all() and (heads.col(features).argmax(-1) == grid % 8).all()
+    )
+    # label smoothing bounds the margin: the loss stays above the targets' entropy instead of going to zero
+    assert 1.0 < float(heads.loss(informative)) < 0.6 * float(heads.loss(torch.randn(2, 64, 16)))

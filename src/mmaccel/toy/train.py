@@ -50,7 +50,7 @@ class TrainConfig:
     lr_llm: float = 2e-3
     warmup_llm: int = 100
     drop_probability: float = 0.2
-    position_loss: float = 0.2  # weight of the stage-2 row/column heads on the projected features
+    position_loss: float = 0.0  # weight of the optional row/column heads (see PositionHeads)
     eval_every: int = 250
     model_kwargs: dict = field(default_factory=dict)
     mix: dict = field(default_factory=lambda: dict(TRAIN_MIX))
@@ -152,12 +152,20 @@ def train_vision(config: TrainConfig, progress: ProgressCallback | None = None) 
 
 
 class PositionHeads(nn.Module):
-    """Throw-away stage-2 row and column heads on the projected visual tokens ``[B, 64, D]``.
+    """Optional throw-away stage-2 row and column heads on the projected visual tokens ``[B, 64, D]``.
 
-    The tower's features encode each patch's column (a linear probe reads it at 99 %), but a projector trained
-    only through the LM loss discards it before the LM has learned to use it, and left/right questions then stay
-    at chance. These heads keep the patch's row and column linearly readable in the LM's input.
+    The tower's features encode each patch's column (a linear probe reads it at 99 %), but the projector trained
+    only through the LM loss discards it (33 % after the shipped projector), so left/right answers stay at chance.
+    These heads keep row and column readable in the LM's input; they read the features through a parameter-free
+    layer norm with label-smoothed targets, so that the loss stops pulling at a bounded margin.
+
+    They are off by default (``TrainConfig.position_loss = 0``): with one-hot targets at weight 0.2, patch
+    position came to explain 83 % of the projected features' variance (5 % without heads) and the LM could no
+    longer read colours (held-out colour accuracy 25 % against 98.5 %); with the layer norm and smoothing at weight
+    0.05 the share still rose to 76 % within 60 steps.
     """
+
+    smoothing = 0.2
 
     def __init__(self, hidden: int):
         super().__init__()
@@ -168,8 +176,10 @@ class PositionHeads(nn.Module):
         grid = torch.arange(NUM_PATCHES, device=image_embeds.device)
         rows = (grid // PATCHES_PER_SIDE).expand(image_embeds.shape[0], -1)  # [B, 64]
         cols = (grid % PATCHES_PER_SIDE).expand(image_embeds.shape[0], -1)
-        row_loss = F.cross_entropy(self.row(image_embeds).flatten(0, 1), rows.flatten())
-        return row_loss + F.cross_entropy(self.col(image_embeds).flatten(0, 1), cols.flatten())
+        features = F.layer_norm(image_embeds, image_embeds.shape[-1:])  # [B, 64, D], direction only
+        row_loss = F.cross_entropy(self.row(features).flatten(0, 1), rows.flatten(), label_smoothing=self.smoothing)
+        col_loss = F.cross_entropy(self.col(features).flatten(0, 1), cols.flatten(), label_smoothing=self.smoothing)
+        return row_loss + col_loss
 
 
 def packed_loss(
@@ -221,8 +231,11 @@ def train_llm(
     model = build_model(config, vision_state)
     model.model.vision_tower.requires_grad_(False)
     model.model.vision_tower.eval()
-    position_heads = PositionHeads(model.config.text_config.hidden_size)
-    params = [param for param in model.parameters() if param.requires_grad] + list(position_heads.parameters())
+    params = [param for param in model.parameters() if param.requires_grad]
+    position_heads = None
+    if config.position_loss > 0:
+        position_heads = PositionHeads(model.config.text_config.hidden_size)
+        params += list(position_heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr_llm, weight_decay=0.05, betas=(0.9, 0.98))
     encoder = TurnEncoder(tokenizer)
     curve: list[dict] = []
