@@ -69,7 +69,7 @@ class PruMerge(TokenMethod):
 
     def validate(self, adapter: ModelAdapter) -> None:
         super().validate(adapter)
-        if not adapter.has_cls_token():
+        if not adapter.has_cls_token() and not adapter.scores_without_cls():
             raise NotSupportedError(
                 f"method {self.name!r} needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
             )
