@@ -169,7 +169,8 @@ class Session:
                 if encoder_outputs.get(modality) is not None:
                     features = list(encoder_outputs[modality].pooler_output)
                     pending[modality] = self._visual.take_pending_for(modality, features)
-        layout = visual_layout(input_ids, self._counts_by_token(kwargs, pending))
+        names = {token: modality for modality, token in self.adapter.visual_token_ids().items()}
+        layout = visual_layout(input_ids, self._counts_by_token(kwargs, pending), names)
         stats = []
         for row in range(batch):
             items = [g for g, r in enumerate(layout.rows) if r == row]

@@ -24,13 +24,16 @@ class VisualLayout:
     rows: list[int]
 
 
-def visual_layout(input_ids: torch.Tensor, counts_by_token: dict[int, list[int]]) -> VisualLayout:
+def visual_layout(
+    input_ids: torch.Tensor, counts_by_token: dict[int, list[int]], names: dict[int, str] | None = None
+) -> VisualLayout:
     """Split the placeholder runs of ``input_ids`` (B, N) into items.
 
     ``counts_by_token[t]``: placeholder tokens of each item of placeholder id t, in (batch, sequence) order, the
     order in which the model consumes that modality's features. Adjacent items are split by their counts, never
-    by fixed offsets.
+    by fixed offsets. ``names`` (token id -> "image", "video") words the errors; "image" by default.
     """
+    names = names or {}
     index = torch.full_like(input_ids, -1)
     token_ids = torch.tensor(list(counts_by_token), device=input_ids.device)
     used = dict.fromkeys(counts_by_token, 0)
@@ -42,15 +45,19 @@ def visual_layout(input_ids: torch.Tensor, counts_by_token: dict[int, list[int]]
         offset, local = 0, 0
         while offset < positions.numel():
             token = int(input_ids[row, positions[offset]])
+            name = names.get(token, "image")
             if used[token] >= len(counts_by_token[token]):
                 raise ConfigError(
-                    f"row {row} has more placeholder tokens {token} than the {len(counts_by_token[token])} "
-                    "visual item(s) provide features for"
+                    f"row {row} has more {name} placeholder tokens than the {len(counts_by_token[token])} "
+                    f"{name}(s) provide features for"
                 )
             count = counts_by_token[token][used[token]]
             span = positions[offset : offset + count]
             if span.numel() != count or bool((input_ids[row, span] != token).any()):
-                raise ConfigError(f"row {row}: placeholder tokens {token} do not split into whole items of {count}")
+                raise ConfigError(
+                    f"row {row}: {name} placeholder tokens do not split into whole {name}s of "
+                    f"{counts_by_token[token]} tokens"
+                )
             index[row, span] = local
             items.append((token, used[token]))
             counts.append(count)
@@ -60,9 +67,9 @@ def visual_layout(input_ids: torch.Tensor, counts_by_token: dict[int, list[int]]
             local += 1
     for token, n_used in used.items():
         if n_used != len(counts_by_token[token]):
+            name = names.get(token, "image")
             raise ConfigError(
-                f"{len(counts_by_token[token])} visual item(s) with placeholder {token} were given but the prompts "
-                f"hold placeholders for {n_used}"
+                f"{len(counts_by_token[token])} {name}(s) were given but the prompts hold placeholders for {n_used}"
             )
     return VisualLayout(index=index, items=items, counts=counts, rows=rows)
 
