@@ -185,14 +185,16 @@ def tiny_qwen_inputs(
     seed: int = 0,
     grids: list[tuple[int, int, int]] | None = None,
     video_grid: tuple[int, int, int] | None = None,
+    images_per_row: int = 1,
 ) -> dict[str, torch.Tensor]:
     """A left-padded batch ``<s> text <vision_start> image <vision_end> [video] text`` for tiny Qwen models.
 
-    ``grids``: the (t, h, w) patch grid of each row's image (default ``TINY_QWEN_GRID`` for every row); rows
-    get different text lengths, so a batch is padded. ``video_grid`` adds a video (2 frames per temporal
-    patch) after each row's image. Returns input_ids, attention_mask, pixel_values, image_grid_thw and
-    mm_token_type_ids (0 text, 1 image, 2 video), plus pixel_values_videos and video_grid_thw with a video.
-    ``model`` is accepted for symmetry with other builders and not read.
+    ``grids``: the (t, h, w) patch grid of each row's images (default ``TINY_QWEN_GRID`` for every row); rows get
+    different text lengths, so a batch is padded. ``images_per_row`` images per row, separated by a text token.
+    ``video_grid`` adds a video (2 frames per temporal patch) after each row's images. Returns input_ids,
+    attention_mask, pixel_values, image_grid_thw and mm_token_type_ids (0 text, 1 image, 2 video), plus
+    pixel_values_videos and video_grid_thw with a video. ``model`` is accepted for symmetry with other builders
+    and not read.
     """
     generator = torch.Generator().manual_seed(seed)
     grids = grids or [TINY_QWEN_GRID] * batch
@@ -203,6 +205,8 @@ def tiny_qwen_inputs(
         before = torch.randint(3, 90, (2 + 3 * row,), generator=generator)
         after = torch.randint(3, 90, (5 + row,), generator=generator)
         parts = [torch.tensor([1]), before, qwen_visual_run(TINY_IMAGE_TOKEN, grid)]
+        for _ in range(images_per_row - 1):
+            parts += [torch.randint(3, 90, (1,), generator=generator), qwen_visual_run(TINY_IMAGE_TOKEN, grid)]
         if video_grid is not None:
             parts += [torch.randint(3, 90, (1,), generator=generator), qwen_visual_run(TINY_VIDEO_TOKEN, video_grid)]
         rows.append(torch.cat([*parts, after]))
@@ -216,8 +220,8 @@ def tiny_qwen_inputs(
     inputs = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
-        "pixel_values": torch.cat([qwen_patches(g, generator) for g in grids]),
-        "image_grid_thw": torch.tensor(grids),
+        "pixel_values": torch.cat([qwen_patches(g, generator) for g in grids for _ in range(images_per_row)]),
+        "image_grid_thw": torch.tensor([g for g in grids for _ in range(images_per_row)]),
         "mm_token_type_ids": mm_token_type_ids,
     }
     if video_grid is not None:
