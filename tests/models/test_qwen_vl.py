@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -370,3 +372,46 @@ def test_rope_deltas_continue_a_reduced_prompt_after_the_session(family):
             token = out.sequences[:, prompt_length + t - 1 : prompt_length + t]
             step = model(input_ids=token, past_key_values=step.past_key_values)
             torch.testing.assert_close(step.logits[:, -1], out.logits[t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_received_attention_scores_match_a_manual_recomputation(family):
+    """The CLS substitute: attention received in the score block, mean over queries, summed per 2x2 merge group,
+    in merged-token order (through Qwen2.5-VL's window permutation)."""
+    from mmaccel.methods.fastervlm import FasterVLM
+
+    model = build(family)
+    adapter = adapter_for(model)
+    block = model.model.visual.blocks[adapter.score_block()]
+    module = __import__(type(block).__module__, fromlist=["apply_rotary_pos_emb_vision"])
+    captured, seen = {}, []
+
+    def capture(mod, args, kwargs):
+        captured.update(hidden=args[0], cu_seqlens=kwargs["cu_seqlens"], rope=kwargs["position_embeddings"])
+
+    class Recording(FasterVLM):
+        def reduce_visual(self, tokens):
+            seen.append(tokens.cls_attention[0].mean(dim=0))  # (P,)
+            return super().reduce_visual(tokens)
+
+    inputs = batch()
+    handle = block.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with mmaccel.apply(model, Recording(budget=3)):
+            logits_of(model, inputs)
+    finally:
+        handle.remove()
+    attention = block.attn
+    with torch.no_grad():
+        x = block.norm1(captured["hidden"])  # (N, C) patches in the blocks' order
+        q, k, _ = attention.qkv(x).reshape(x.shape[0], 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = module.apply_rotary_pos_emb_vision(q, k, *captured["rope"])
+        bounds = captured["cu_seqlens"].tolist()
+        received = []
+        for start, end in itertools.pairwise(bounds):
+            logits = torch.einsum("qhd,khd->hqk", q[start:end], k[start:end]).float() * attention.scaling
+            received.append(logits.softmax(dim=-1).mean(dim=1))  # (H, n)
+        per_group = torch.cat(received, dim=1).mean(dim=0).view(-1, 4).sum(dim=-1)  # (G,) blocks' order
+    expected = torch.empty_like(per_group)
+    expected[adapter.tower_group_order(inputs["image_grid_thw"])] = per_group
+    torch.testing.assert_close(torch.cat(seen), expected, atol=1e-6, rtol=1e-5)

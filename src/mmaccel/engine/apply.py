@@ -360,12 +360,15 @@ class Session:
         """(3, B, q) M-RoPE positions of a decode step; passed to the model explicitly after a rebuilt prompt.
 
         Decoding continues from the full prompt: the first new token of a row sits one past the largest position
-        of its prompt (``get_rope_index``'s rule), whatever the rebuild dropped.
+        of its prompt (``get_rope_index``'s rule), whatever the rebuild dropped. Positions computed here for a call
+        that passed none are always passed on: the model's own rule (``compute_3d_position_ids`` in transformers
+        5.23) numbers every column of a 2-D attention mask, not the new tokens, and fails on such calls.
         """
         if positions is None:
             assert sequence.next_position is not None
             steps = torch.arange(q_len, device=sequence.next_position.device) + sequence.decoded
             positions = (sequence.next_position[:, None] + steps).expand(3, -1, -1)  # (3, B, q)
+            kwargs["position_ids"] = positions
         elif positions.dim() == 3 and positions.shape[0] == 4:  # generate: a text row, then t, h, w
             positions = positions[1:]
         elif positions.dim() == 2:
