@@ -220,7 +220,8 @@ class TokenMethod:
                 f"method {self.name!r} needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
             )
         vision_scores = self.needs.cls_token or self.needs.vision_keys or self.needs.vision_reader_qk
-        if vision_scores and adapter.scores_without_cls() and "flash" in adapter.attn_implementation("vision"):
+        substitute = vision_scores and not adapter.has_cls_token() and adapter.scores_without_cls()
+        if substitute and "flash" in adapter.attn_implementation("vision"):
             raise NotSupportedError(
                 f"method {self.name!r} reads the vision tower's attention per image, and {adapter.name}'s tower "
                 "packs all images into one FlashAttention call; use sdpa or eager attention in the vision tower"
