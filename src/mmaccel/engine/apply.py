@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from mmaccel.engine.context import SampleStats, TokenContext
+from mmaccel.engine.encoded import EncodedVisualStage
 from mmaccel.engine.hooks import HookSet
-from mmaccel.engine.layers import LayerStage
-from mmaccel.engine.sequence import images_per_row, rebuild_prompt, visual_index
+from mmaccel.engine.layers import LayerStage, positions_mode
+from mmaccel.engine.sequence import VisualLayout, rebuild_prompt, take_tokens, visual_layout
 from mmaccel.engine.tower import TowerStage
 from mmaccel.engine.visual import VisualStage
 from mmaccel.errors import NotSupportedError
@@ -38,6 +39,7 @@ class _Sequence:
     prompt_mask: torch.Tensor | None  # (B, prompt_length) when the prompt was rebuilt
     shift: torch.Tensor | None  # (B,) position shift for contiguous numbering after a rebuild
     positions_mode: str
+    next_position: torch.Tensor | None = None  # (B,) M-RoPE: position of the first decoded token of each row
     decoded: int = 0
 
 
@@ -56,7 +58,9 @@ class Session:
         self._hooks = HookSet()
         self._sequence: _Sequence | None = None
         self._visual: VisualStage | None = None
-        if Stage.VISUAL_OUTPUT in method.stage:
+        if Stage.VISUAL_OUTPUT in method.stage and adapter.reduction_module() is None:
+            self._visual = EncodedVisualStage(method, adapter)  # reduces the encoder's per-item output
+        elif Stage.VISUAL_OUTPUT in method.stage:
             self._visual = VisualStage(method, adapter)
         elif Stage.VISION_ENCODER in method.stage:
             self._visual = TowerStage(method, adapter)  # hands its result on like a pre-LLM reduction
@@ -106,7 +110,7 @@ class Session:
         cache = kwargs.get("past_key_values")
         past = cache.get_seq_length() if cache is not None else 0
         input_ids = kwargs.get("input_ids")
-        has_images = input_ids is not None and bool((input_ids == self.adapter.image_token_id).any())
+        has_images = input_ids is not None and bool(torch.isin(input_ids, self._token_tensor(input_ids)).any())
         if past == 0:
             self._sequence = None
             if self._layers is not None:
@@ -123,15 +127,18 @@ class Session:
         if sequence is None or sequence.cache is not cache or (has_images and q_len > 1):
             if has_images:
                 raise NotSupportedError(
-                    "image tokens arrived after the prefill (chunked prefill or a continued cache); "
+                    "image or video tokens arrived after the prefill (chunked prefill or a continued cache); "
                     "pass prefill_chunk_size=None and start each prompt from an empty cache"
                 )
             return None
         return (), self._continue(sequence, kwargs)
 
-    @staticmethod
-    def _has_visual_inputs(kwargs: dict[str, Any]) -> bool:
-        return kwargs.get("pixel_values") is not None or bool(kwargs.get("mm_encoder_outputs"))
+    def _token_tensor(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(list(self.adapter.visual_token_ids().values()), device=like.device)
+
+    def _has_visual_inputs(self, kwargs: dict[str, Any]) -> bool:
+        keys = (*self.adapter.image_input_keys, *self.adapter.video_input_keys)
+        return any(kwargs.get(key) is not None for key in keys) or bool(kwargs.get("mm_encoder_outputs"))
 
     def _start(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         from transformers import DynamicCache
@@ -150,25 +157,24 @@ class Session:
         mask2d = kwargs.get("attention_mask")
         if mask2d is not None and mask2d.dim() != 2:
             raise NotSupportedError("methods need a 2-D attention mask (batch, sequence); got a 4-D mask")
+        positions = self._prompt_positions(kwargs, mask2d)  # (B, N), or (3, B, N) on M-RoPE models
         if mask2d is None:
             mask2d = torch.ones_like(input_ids)
-        positions = kwargs.get("position_ids")
-        if positions is None:
-            positions = torch.arange(length, device=input_ids.device).expand(batch, -1)
 
-        pending = None
+        pending: dict[str, Any] = {}
         if self._visual is not None:
             kwargs = self._visual.encode_if_needed(kwargs)
             encoder_outputs = kwargs.get("mm_encoder_outputs") or {}
-            if encoder_outputs.get("image") is not None:
-                pending = self._visual.take_pending(list(encoder_outputs["image"].pooler_output))
-        counts = list(pending.counts_in) if pending is not None else self._feature_counts(kwargs)
-        index = visual_index(input_ids, self.adapter.image_token_id, counts)
-        rows = images_per_row(index)
-        stats, start = [], 0
+            for modality in self.adapter.visual_token_ids():
+                if encoder_outputs.get(modality) is not None:
+                    features = list(encoder_outputs[modality].pooler_output)
+                    pending[modality] = self._visual.take_pending_for(modality, features)
+        names = {token: modality for modality, token in self.adapter.visual_token_ids().items()}
+        layout = visual_layout(input_ids, self._counts_by_token(kwargs, pending), names)
+        stats = []
         for row in range(batch):
-            stats.append(SampleStats(images=rows[row], visual_tokens=sum(counts[start : start + rows[row]])))
-            start += rows[row]
+            items = [g for g, r in enumerate(layout.rows) if r == row]
+            stats.append(SampleStats(images=len(items), visual_tokens=sum(layout.counts[g] for g in items)))
         context = TokenContext(stats=stats)
         self.calls.append(context)
         sequence = _Sequence(
@@ -178,12 +184,14 @@ class Session:
             prompt_length=length,
             prompt_mask=None,
             shift=None,
-            positions_mode=getattr(self.method, "positions", "original"),
+            positions_mode=positions_mode(self.method, self.adapter),
         )
+        if self.adapter.uses_mrope():
+            sequence.next_position = positions[:, :, -1].amax(0) + 1  # left padding: the last column is real
+        index = layout.index
         if self._visual is not None:
-            kwargs, index, mask2d, positions = self._reduce_visual(
-                sequence, kwargs, counts, pending, mask2d, positions
-            )
+            reduced = self._reduce_visual(sequence, kwargs, layout, pending, mask2d, positions)
+            kwargs, index, mask2d, positions = reduced
         n_layers = self.adapter.num_text_layers()
         for row, row_stats in enumerate(stats):
             row_stats.layer_tokens = [int((index[row] >= 0).sum())] * n_layers
@@ -192,68 +200,129 @@ class Session:
         self._sequence = sequence
         return kwargs
 
-    def _feature_counts(self, kwargs: dict[str, Any]) -> list[int]:
-        """Placeholder tokens per image, in the order the model consumes them."""
+    def _prompt_positions(self, kwargs: dict[str, Any], mask2d: torch.Tensor | None) -> torch.Tensor:
+        """The prompt's positions as the model will use them: (B, N), or the (3, B, N) M-RoPE rows t, h, w."""
+        input_ids = kwargs["input_ids"]
+        positions = kwargs.get("position_ids")
+        if not self.adapter.uses_mrope():
+            if positions is None:
+                positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+            return positions
+        if positions is None:  # what the model computes from the full prompt (generate passes positions)
+            positions, _ = self.adapter.rope_positions({**kwargs, "attention_mask": mask2d})
+        elif positions.dim() == 3 and positions.shape[0] == 4:  # generate: a text row, then t, h, w
+            positions = positions[1:]
+        elif positions.dim() == 2:
+            positions = positions[None].expand(3, -1, -1)
+        return positions
+
+    def _counts_by_token(self, kwargs: dict[str, Any], pending: dict[str, Any]) -> dict[int, list[int]]:
+        """Placeholder tokens of each visual item per placeholder id, in the order the model consumes them."""
+        counts = {}
+        input_ids = kwargs["input_ids"]
+        for modality, token in self.adapter.visual_token_ids().items():
+            if not bool((input_ids == token).any()):
+                continue
+            if pending.get(modality) is not None:
+                counts[token] = list(pending[modality].counts_in)
+            else:
+                counts[token] = self._feature_counts(kwargs, modality)
+        return counts
+
+    def _feature_counts(self, kwargs: dict[str, Any], modality: str = "image") -> list[int]:
+        """Placeholder tokens per item of ``modality``, in the order the model consumes them."""
         encoder_outputs = kwargs.get("mm_encoder_outputs") or {}
-        if encoder_outputs.get("image") is not None:
-            return [f.shape[0] for f in encoder_outputs["image"].pooler_output]
-        per_image = self.adapter.tokens_per_image()
-        n_placeholders = int((kwargs["input_ids"] == self.adapter.image_token_id).sum())
+        if encoder_outputs.get(modality) is not None:
+            return [f.shape[0] for f in encoder_outputs[modality].pooler_output]
+        counts = self.adapter.item_token_counts(kwargs, modality)
+        if counts is not None:
+            return counts
+        per_image = self.adapter.tokens_per_image() if modality == "image" else None
+        token = self.adapter.visual_token_ids()[modality]
+        n_placeholders = int((kwargs["input_ids"] == token).sum())
         if per_image is None or n_placeholders % per_image:
-            raise NotSupportedError("cannot tell how many tokens each image has; pass pixel values or features")
+            raise NotSupportedError(f"cannot tell how many tokens each {modality} has; pass pixel values or features")
         return [per_image] * (n_placeholders // per_image)
 
-    def _reduce_visual(self, sequence: _Sequence, kwargs, counts, pending, mask2d, positions):
+    def _reduce_visual(self, sequence: _Sequence, kwargs, layout: VisualLayout, pending, mask2d, positions):
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         assert self._visual is not None
         input_ids = kwargs["input_ids"]
-        features = list(kwargs["mm_encoder_outputs"]["image"].pooler_output)
         context = sequence.context
-        if pending is None or pending.identity:
-            n_out = [f.shape[0] for f in features]
-            index = visual_index(input_ids, self.adapter.image_token_id, n_out)
-            self._record_visual(context, counts, n_out, pending, self._visual.stage_name)
-            return kwargs, index, mask2d, positions
-        features = [f[:n] for f, n in zip(features, pending.counts_out)]
+        modality_of = {token: modality for modality, token in self.adapter.visual_token_ids().items()}
+        # per item in (batch, sequence) order: its reduction, or None when it passes through unchanged
+        reductions = [pending.get(modality_of[token]) for token, _ in layout.items]
+        reductions = [None if r is None or r.identity else r for r in reductions]
+        counts_out, sources = [], []
+        for g, (_, k) in enumerate(layout.items):
+            reduction = reductions[g]
+            counts_out.append(reduction.counts_out[k] if reduction is not None else layout.counts[g])
+            sources.append(reduction.sources[k] if reduction is not None else torch.arange(layout.counts[g]))
+        self._record_visual(context, layout, counts_out, pending, reductions, self._visual.stage_name)
+        if all(r is None for r in reductions):
+            return kwargs, layout.index, mask2d, positions
         rebuilt = rebuild_prompt(
             input_ids,
             mask2d,
             positions,
-            self.adapter.image_token_id,
-            pending.counts_in,
-            pending.counts_out,
-            pending.sources,
+            tuple(self.adapter.visual_token_ids().values()),
+            layout.counts,
+            counts_out,
+            sources,
             sequence.positions_mode,
             self.adapter.text_config.pad_token_id or 0,
         )
         kwargs["input_ids"] = rebuilt.input_ids
         kwargs["attention_mask"] = rebuilt.attention_mask  # always explicit: avoids packed-sequence detection
-        kwargs["position_ids"] = rebuilt.position_ids
+        kwargs["position_ids"] = rebuilt.position_ids  # (B, N') or the (3, B, N') M-RoPE rows
+        for key in self.adapter.per_token_keys:
+            if kwargs.get(key) is not None:
+                kwargs[key] = take_tokens(kwargs[key], rebuilt.keep, rebuilt.attention_mask)
         encoder_outputs = dict(kwargs["mm_encoder_outputs"])
-        encoder_outputs["image"] = BaseModelOutputWithPooling(pooler_output=features)
+        for modality, reduction in pending.items():
+            if reduction is None or reduction.identity:
+                continue
+            if reduction.features is not None:
+                features = list(reduction.features)
+            else:
+                features = [f[:n] for f, n in zip(encoder_outputs[modality].pooler_output, reduction.counts_out)]
+            encoder_outputs[modality] = BaseModelOutputWithPooling(pooler_output=features)
         kwargs["mm_encoder_outputs"] = encoder_outputs
         sequence.prompt_length = rebuilt.input_ids.shape[1]
         sequence.prompt_mask = rebuilt.attention_mask
         sequence.shift = rebuilt.shift
-        self._record_visual(context, counts, pending.counts_out, pending, self._visual.stage_name)
-        index = visual_index(rebuilt.input_ids, self.adapter.image_token_id, pending.counts_out)
+        if self.adapter.uses_mrope():  # decode calls without position ids continue from the kept positions
+            n_real = rebuilt.attention_mask.long().sum(-1)  # (B,)
+            self.adapter.set_rope_deltas((sequence.next_position - n_real)[:, None])
+        counts_by_token: dict[int, list[int]] = {}
+        for (token, _), count in zip(layout.items, counts_out):
+            counts_by_token.setdefault(token, []).append(count)
+        index = visual_layout(rebuilt.input_ids, counts_by_token).index
         return kwargs, index, rebuilt.attention_mask, rebuilt.position_ids
 
     @staticmethod
-    def _record_visual(context: TokenContext, counts_in, counts_out, pending, stage: str) -> None:
-        if pending is not None:
-            context.visual_keep = list(pending.sources)
-            context.visual_groups = list(pending.groups)
-            context.visual_sizes = list(pending.sizes or [])
-        start = 0
-        for stats in context.stats:
-            n_in = sum(counts_in[start : start + stats.images])
-            n_out = sum(counts_out[start : start + stats.images])
-            stats.stages[stage] = (n_in, n_out)
-            if pending is not None and pending.tower_tokens is not None and stats.images:
-                stats.tower_tokens = list(pending.tower_tokens)
-            start += stats.images
+    def _record_visual(context: TokenContext, layout: VisualLayout, counts_out, pending, reductions, stage: str):
+        """Per-item kept sources, groups and sizes in (batch, sequence) order; tokens in/out per sample."""
+        for g, (_, k) in enumerate(layout.items):
+            reduction = reductions[g]
+            if reduction is None:
+                identity = torch.arange(layout.counts[g])
+                context.visual_keep.append(identity)
+                context.visual_groups.append(identity)
+                continue
+            context.visual_keep.append(reduction.sources[k])
+            context.visual_groups.append(reduction.groups[k])
+            if reduction.sizes:
+                context.visual_sizes.append(reduction.sizes[k])
+            if reduction.frame_ids is not None:
+                context.visual_frames[g] = reduction.frame_ids[k]
+        for row, stats in enumerate(context.stats):
+            items = [g for g, r in enumerate(layout.rows) if r == row]
+            stats.stages[stage] = (sum(layout.counts[g] for g in items), sum(counts_out[g] for g in items))
+            towers = [r.tower_tokens for r in pending.values() if r is not None and r.tower_tokens is not None]
+            if towers and stats.images:
+                stats.tower_tokens = list(towers[0])
 
     def _continue(self, sequence: _Sequence, kwargs: dict[str, Any]) -> dict[str, Any]:
         """A decode step of the sequence started by the last prefill."""
@@ -265,10 +334,12 @@ class Session:
         if mask2d is not None and mask2d.dim() != 2:
             raise NotSupportedError("methods need a 2-D attention mask during decoding; got a 4-D mask")
         positions = kwargs.get("position_ids")
-        if sequence.prompt_mask is not None:  # the prompt was rebuilt shorter
-            if mask2d is not None:
-                mask2d = torch.cat([sequence.prompt_mask, mask2d[:, sequence.input_length :]], dim=1)
-                kwargs["attention_mask"] = mask2d
+        if sequence.prompt_mask is not None and mask2d is not None:  # the prompt was rebuilt shorter
+            mask2d = torch.cat([sequence.prompt_mask, mask2d[:, sequence.input_length :]], dim=1)
+            kwargs["attention_mask"] = mask2d
+        if self.adapter.uses_mrope():
+            positions = self._decode_mrope_positions(sequence, kwargs, positions, q_len)
+        elif sequence.prompt_mask is not None:
             if positions is None:
                 if sequence.positions_mode == "original":
                     positions = (sequence.input_length + sequence.decoded + steps).expand(batch, -1)
@@ -284,6 +355,27 @@ class Session:
         if self._layers is not None:
             self._layers.decode(mask2d, positions)
         return kwargs
+
+    def _decode_mrope_positions(self, sequence: _Sequence, kwargs: dict[str, Any], positions, q_len: int):
+        """(3, B, q) M-RoPE positions of a decode step; passed to the model explicitly after a rebuilt prompt.
+
+        Decoding continues from the full prompt: the first new token of a row sits one past the largest position
+        of its prompt (``get_rope_index``'s rule), whatever the rebuild dropped. Positions computed here for a call
+        that passed none are always passed on: the model's own rule (``compute_3d_position_ids`` in transformers
+        5.23) numbers every column of a 2-D attention mask, not the new tokens, and fails on such calls.
+        """
+        if positions is None:
+            assert sequence.next_position is not None
+            steps = torch.arange(q_len, device=sequence.next_position.device) + sequence.decoded
+            positions = (sequence.next_position[:, None] + steps).expand(3, -1, -1)  # (3, B, q)
+            kwargs["position_ids"] = positions
+        elif positions.dim() == 3 and positions.shape[0] == 4:  # generate: a text row, then t, h, w
+            positions = positions[1:]
+        elif positions.dim() == 2:
+            positions = positions[None].expand(3, -1, -1)
+        if sequence.prompt_mask is not None:
+            kwargs["position_ids"] = positions
+        return positions
 
 
 def apply(

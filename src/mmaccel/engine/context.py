@@ -74,19 +74,21 @@ class SampleStats:
 class TokenContext:
     """What happened in one prefill call: per-sample stats and the kept indices per stage.
 
-    ``visual_keep``: per image (in batch order), the original visual token each token handed to the language
-    model stands for (-1 for a non-patch token such as CLS); ``visual_groups``: per image, the output token each
-    original token went into (-1 when dropped); ``visual_sizes``: per image, for merging methods, the original
-    tokens each output token stands for. ``llm_keep``: per pruning layer, the kept positions of each row
-    in that layer's input sequence; ``llm_merges``: per pruning layer where a method inserted merged tokens,
-    what it inserted; ``llm_queries``: per probed layer, the (B, R) query positions (-1 pads) whose attention
-    rows were computed.
+    ``visual_keep``: per visual item (image or video, in (batch, sequence) order), the original visual token each
+    token handed to the language model stands for (-1 for a non-patch token such as CLS); ``visual_groups``: per
+    item, the output token each original token went into (-1 when dropped); ``visual_sizes``: per item, for
+    merging methods, the original tokens each output token stands for; ``visual_frames``: for items reduced on
+    the encoder output (by their number in that order), the frame (temporal index t) of each token handed to the
+    language model. ``llm_keep``: per pruning layer, the kept positions of each row in that layer's input
+    sequence; ``llm_merges``: per pruning layer where a method inserted merged tokens, what it inserted;
+    ``llm_queries``: per probed layer, the (B, R) query positions (-1 pads) whose attention rows were computed.
     """
 
     stats: list[SampleStats]
     visual_keep: list[torch.Tensor] = field(default_factory=list)
     visual_groups: list[torch.Tensor] = field(default_factory=list)
     visual_sizes: list[torch.Tensor] = field(default_factory=list)
+    visual_frames: dict[int, torch.Tensor] = field(default_factory=dict)
     llm_keep: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     llm_merges: dict[int, LayerReduction] = field(default_factory=dict)
     llm_queries: dict[int, torch.Tensor] = field(default_factory=dict)

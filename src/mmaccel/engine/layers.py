@@ -50,7 +50,7 @@ class LayerState:
     cache: Any
     visual_index: torch.Tensor  # (B, L) image number per token, -1 for text
     mask2d: torch.Tensor  # (B, L) current 2-D attention mask
-    positions: torch.Tensor  # (B, L) current RoPE positions
+    positions: torch.Tensor  # (B, L, R) current RoPE positions, R rows (1, or 3 for M-RoPE t, h, w)
     prompt_length: int  # length of the prompt at the first layer
     origin: torch.Tensor  # (B, L) position of each token in the sequence entering layer 0, -1 if merged
     entry_counts: torch.Tensor  # (B, G) visual tokens of each image entering layer 0
@@ -60,7 +60,7 @@ class LayerState:
     stages: list[StageRecord] = field(default_factory=list)
     override: dict[str, Any] | None = None  # prefill: kwargs substituted in layers after a pruning layer
     decode_mask2d: torch.Tensor | None = None  # decode: the caller's 2-D mask (B, prompt_length + t) or None
-    decode_positions: torch.Tensor | None = None  # decode: (B, q) positions of the new tokens
+    decode_positions: torch.Tensor | None = None  # decode: (B, q) or (R, B, q) positions of the new tokens
     per_forward: dict[Any, Any] = field(default_factory=dict)  # decode: masks/rope built once per forward
 
 
@@ -70,6 +70,7 @@ class LayerStage:
         self.adapter = adapter
         self.n_layers = adapter.num_text_layers()
         self.prune_at = sorted(method.prune_layers(self.n_layers))
+        self.positions_mode = positions_mode(method, adapter)
         self.state: LayerState | None = None
 
     # -- installation ------------------------------------------------------------------------------------------
@@ -91,7 +92,9 @@ class LayerStage:
 
     # -- sequence lifecycle (called from the model-level hook) ------------------------------------------------------
     def start(self, context: TokenContext, cache: Any, visual_index, mask2d, positions) -> None:
+        """positions: (B, L), or (R, B, L) for multi-row (M-RoPE) positions."""
         batch, length = visual_index.shape
+        positions = positions[..., None] if positions.dim() == 2 else positions.permute(1, 2, 0)  # (B, L, R)
         n_images = int(visual_index.max()) + 1
         entry_counts = (visual_index[:, :, None] == torch.arange(n_images, device=visual_index.device)).sum(1)
         self.state = LayerState(
@@ -212,19 +215,21 @@ class LayerStage:
         state.visual_index = state.visual_index.masked_fill(~slot_valid, -1)
         state.mask2d = take(extend(state.mask2d, torch.ones_like(source, dtype=state.mask2d.dtype))) * slot_valid
         state.origin = take(extend(state.origin, torch.full_like(source, -1))).masked_fill(~slot_valid, -1)
-        previous_positions = state.positions
-        if getattr(self.method, "positions", "original") == "original":
+        previous_positions = state.positions  # (B, L, R)
+        if self.positions_mode == "original":
             cos, sin = self._rope(state, kwargs)
             cos, sin = (x.expand(keep.shape[0], -1, -1) for x in (cos, sin))
             source_rope = source[..., None].expand(-1, -1, cos.shape[-1])
             cos = take(extend(cos, cos.gather(1, source_rope)))
             sin = take(extend(sin, sin.gather(1, source_rope)))
-            state.positions = take(extend(state.positions, state.positions.gather(1, source)))
+            source_rows = source[..., None].expand(-1, -1, state.positions.shape[-1])  # (B, M, R)
+            state.positions = take(extend(state.positions, state.positions.gather(1, source_rows)))
         else:
-            state.positions = (state.mask2d.cumsum(-1) - 1).clamp(min=0)
-            cos, sin = self.adapter.rotary_embedding(hidden, state.positions)
-        last = -1  # left padding: every row ends with a real token
-        shift = previous_positions[:, last] - state.positions[:, last]
+            contiguous = (state.mask2d.cumsum(-1) - 1).clamp(min=0)  # (B, L')
+            cos, sin = self.adapter.rotary_embedding(hidden, contiguous)
+            state.positions = contiguous[..., None].expand(-1, -1, previous_positions.shape[-1])
+        last = -1  # left padding: every row ends with a real token, a text token (the same on every row)
+        shift = previous_positions[:, last, 0] - state.positions[:, last, 0]
         if state.stages:
             shift = shift + state.stages[-1].shift
         mask = self._causal_mask(hidden, state.mask2d, state.cache, index)
@@ -295,9 +300,18 @@ class LayerStage:
                 mask2d = torch.cat([stage.prompt_mask, new_columns.to(stage.prompt_mask.dtype)], dim=1)
                 state.per_forward[("mask", key)] = self._causal_mask(hidden, mask2d, state.cache, index)
             kwargs["attention_mask"] = state.per_forward[("mask", key)]
-        if getattr(self.method, "positions", "original") == "contiguous":
+        if self.positions_mode == "contiguous":
             if ("rope", key) not in state.per_forward:
                 positions = state.decode_positions - stage.shift[:, None]
                 state.per_forward[("rope", key)] = self.adapter.rotary_embedding(hidden, positions)
             kwargs["position_embeddings"] = state.per_forward[("rope", key)]
         kwargs["position_ids"] = None
+
+
+def positions_mode(method: TokenMethod, adapter: ModelAdapter) -> str:
+    """The position rule a method runs with on a model: its ``positions`` option, except on M-RoPE models, where
+    kept tokens always keep their original (t, h, w) positions (an image's position span is its grid there, so
+    renumbering has no meaning)."""
+    if adapter.uses_mrope():
+        return "original"
+    return getattr(method, "positions", "original")

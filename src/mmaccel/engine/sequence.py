@@ -9,6 +9,71 @@ import torch
 from mmaccel.errors import ConfigError
 
 
+@dataclass
+class VisualLayout:
+    """Where the visual items (images, videos) of a batch are.
+
+    ``index`` (B, N) long: item number within its row for visual tokens, -1 for text and padding. ``items``: one
+    (placeholder token id, number within that token id's list) per item in (batch, sequence) order, and
+    ``counts`` its placeholder tokens; ``rows``: the row of each item.
+    """
+
+    index: torch.Tensor
+    items: list[tuple[int, int]]
+    counts: list[int]
+    rows: list[int]
+
+
+def visual_layout(
+    input_ids: torch.Tensor, counts_by_token: dict[int, list[int]], names: dict[int, str] | None = None
+) -> VisualLayout:
+    """Split the placeholder runs of ``input_ids`` (B, N) into items.
+
+    ``counts_by_token[t]``: placeholder tokens of each item of placeholder id t, in (batch, sequence) order, the
+    order in which the model consumes that modality's features. Adjacent items are split by their counts, never
+    by fixed offsets. ``names`` (token id -> "image", "video") words the errors; "image" by default.
+    """
+    names = names or {}
+    index = torch.full_like(input_ids, -1)
+    token_ids = torch.tensor(list(counts_by_token), device=input_ids.device)
+    used = dict.fromkeys(counts_by_token, 0)
+    items: list[tuple[int, int]] = []
+    counts: list[int] = []
+    rows: list[int] = []
+    for row in range(input_ids.shape[0]):
+        positions = torch.nonzero(torch.isin(input_ids[row], token_ids)).flatten()
+        offset, local = 0, 0
+        while offset < positions.numel():
+            token = int(input_ids[row, positions[offset]])
+            name = names.get(token, "image")
+            if used[token] >= len(counts_by_token[token]):
+                raise ConfigError(
+                    f"row {row} has more {name} placeholder tokens than the {len(counts_by_token[token])} "
+                    f"{name}(s) provide features for"
+                )
+            count = counts_by_token[token][used[token]]
+            span = positions[offset : offset + count]
+            if span.numel() != count or bool((input_ids[row, span] != token).any()):
+                raise ConfigError(
+                    f"row {row}: {name} placeholder tokens do not split into whole {name}s of "
+                    f"{counts_by_token[token]} tokens"
+                )
+            index[row, span] = local
+            items.append((token, used[token]))
+            counts.append(count)
+            rows.append(row)
+            used[token] += 1
+            offset += count
+            local += 1
+    for token, n_used in used.items():
+        if n_used != len(counts_by_token[token]):
+            name = names.get(token, "image")
+            raise ConfigError(
+                f"{len(counts_by_token[token])} {name}(s) were given but the prompts hold placeholders for {n_used}"
+            )
+    return VisualLayout(index=index, items=items, counts=counts, rows=rows)
+
+
 def visual_index(input_ids: torch.Tensor, image_token_id: int, counts: list[int]) -> torch.Tensor:
     """Which image each token belongs to, numbered within its row (-1 for text and padding).
 
@@ -16,25 +81,7 @@ def visual_index(input_ids: torch.Tensor, image_token_id: int, counts: list[int]
     model consumes image features. Adjacent images are split by their counts, never by fixed offsets.
     Returns (B, N) long.
     """
-    index = torch.full_like(input_ids, -1)
-    image = 0
-    for row in range(input_ids.shape[0]):
-        positions = torch.nonzero(input_ids[row] == image_token_id).flatten()
-        offset, local = 0, 0
-        while offset < positions.numel():
-            if image >= len(counts):
-                raise ConfigError(
-                    f"row {row} has more image placeholder tokens than the {len(counts)} image(s) provide features for"
-                )
-            index[row, positions[offset : offset + counts[image]]] = local
-            offset += counts[image]
-            image += 1
-            local += 1
-        if offset != positions.numel():
-            raise ConfigError(f"row {row}: image placeholder tokens do not split into whole images of {counts}")
-    if image != len(counts):
-        raise ConfigError(f"{len(counts)} image(s) were given but the prompts hold placeholders for {image}")
-    return index
+    return visual_layout(input_ids, {image_token_id: counts}).index
 
 
 def images_per_row(index: torch.Tensor) -> list[int]:
@@ -57,69 +104,79 @@ def pack_left(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 class RebuiltPrompt:
     input_ids: torch.Tensor  # (B, N')
     attention_mask: torch.Tensor  # (B, N')
-    position_ids: torch.Tensor  # (B, N')
+    position_ids: torch.Tensor  # (B, N') or (R, B, N') as given
     shift: torch.Tensor  # (B,) original minus new position of each row's last token (decode continues from it)
+    keep: torch.Tensor  # (B, N') position in the original row of each kept token (0 in padding slots)
+
+
+def take_tokens(x: torch.Tensor, keep: torch.Tensor, valid: torch.Tensor, fill: int = 0) -> torch.Tensor:
+    """Gather (..., B, N) per-token values at ``keep`` (B, N') along the last dim; ``fill`` where not ``valid``."""
+    index = keep.expand(*x.shape[:-2], *keep.shape)
+    return x.gather(-1, index).masked_fill(~valid.bool(), fill)
 
 
 def rebuild_prompt(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     position_ids: torch.Tensor,
-    image_token_id: int,
+    token_ids: int | tuple[int, ...],
     counts_in: list[int],
     counts_out: list[int],
     sources: list[torch.Tensor],
     positions: str,
     pad_token_id: int,
 ) -> RebuiltPrompt:
-    """Shrink each image's placeholder run from ``counts_in`` to ``counts_out`` tokens; left re-pad the rows.
+    """Shrink each visual item's placeholder run from ``counts_in`` to ``counts_out`` tokens; left re-pad the rows.
 
-    input_ids, attention_mask, position_ids: (B, N). ``sources[g]`` (counts_out[g],): the original visual token
-    (index within image g) each kept feature stands for, -1 for a token that is not a patch (it then takes the
-    position of the image's first placeholder). ``positions="original"`` gives each kept token the position
-    of its source; ``"contiguous"`` renumbers the rebuilt prompt from its attention mask.
+    input_ids, attention_mask: (B, N); position_ids: (B, N), or (R, B, N) for multi-row positions (M-RoPE rows
+    t, h, w); items are the runs of the placeholder ids ``token_ids`` in (batch, sequence) order.
+    ``sources[g]`` (counts_out[g],): the original visual token (index within item g) each kept feature stands for,
+    -1 for a token that is not a patch (it then takes the position of the item's first placeholder).
+    ``positions="original"`` gives each kept token every position row of its source and leaves the text where it
+    was; ``"contiguous"`` renumbers the rebuilt prompt from its attention mask (the same on every row).
     """
-    rows_ids, rows_mask, rows_pos, shifts = [], [], [], []
-    image = 0
+    token_ids = (token_ids,) if isinstance(token_ids, int) else tuple(token_ids)
+    placeholder_ids = torch.tensor(token_ids, device=input_ids.device)
+    multi_row = position_ids.dim() == 3
+    rows_keep, rows_pos, shifts = [], [], []
+    item = 0
     for row in range(input_ids.shape[0]):
-        ids, mask, pos = input_ids[row], attention_mask[row], position_ids[row]
-        placeholders = torch.nonzero(ids == image_token_id).flatten()
+        ids, mask = input_ids[row], attention_mask[row]
+        pos = position_ids[:, row] if multi_row else position_ids[row][None]  # (R, N)
+        placeholders = torch.nonzero(torch.isin(ids, placeholder_ids)).flatten()
         keep = torch.ones_like(ids, dtype=torch.bool)
         new_pos = pos.clone()
         offset = 0
         while offset < placeholders.numel():
-            span = placeholders[offset : offset + counts_in[image]]  # (n_in,)
-            n_out = counts_out[image]
+            span = placeholders[offset : offset + counts_in[item]]  # (n_in,)
+            n_out = counts_out[item]
             keep[span[n_out:]] = False
-            source = sources[image].to(span.device)
-            new_pos[span[:n_out]] = pos[span[source.clamp(min=0)]]
-            offset += counts_in[image]
-            image += 1
+            source = sources[item].to(span.device)
+            new_pos[:, span[:n_out]] = pos[:, span[source.clamp(min=0)]]
+            offset += counts_in[item]
+            item += 1
         kept = torch.nonzero(keep).flatten()
         row_mask = mask[kept]
         if positions == "original":
-            row_pos = new_pos[kept]
+            row_pos = new_pos[:, kept]
         else:
-            row_pos = (row_mask.long().cumsum(0) - 1).clamp(min=0)
+            row_pos = (row_mask.long().cumsum(0) - 1).clamp(min=0).expand(pos.shape[0], -1)
         real = torch.nonzero(mask).flatten()
-        last_old = pos[real[-1]] if real.numel() else pos.new_tensor(0)
+        last_old = pos[:, real[-1]].amax() if real.numel() else pos.new_tensor(0)
         real_new = torch.nonzero(row_mask).flatten()
-        last_new = row_pos[real_new[-1]] if real_new.numel() else pos.new_tensor(0)
-        rows_ids.append(ids[kept])
-        rows_mask.append(row_mask)
+        last_new = row_pos[:, real_new[-1]].amax() if real_new.numel() else pos.new_tensor(0)
+        rows_keep.append(kept)
         rows_pos.append(row_pos)
         shifts.append(last_old - last_new)
-    length = max(r.numel() for r in rows_ids)
-
-    def left_pad(rows: list[torch.Tensor], fill: int) -> torch.Tensor:
-        out = rows[0].new_full((len(rows), length), fill)
-        for b, r in enumerate(rows):
-            out[b, length - r.numel() :] = r
-        return out
-
+    keep, valid = pack_left(rows_keep)  # (B, N'), (B, N')
+    length = keep.shape[1]
+    packed_pos = position_ids.new_zeros(len(rows_pos[0]), len(rows_pos), length)  # (R, B, N')
+    for b, r in enumerate(rows_pos):
+        packed_pos[:, b, length - r.shape[1] :] = r
     return RebuiltPrompt(
-        input_ids=left_pad(rows_ids, pad_token_id),
-        attention_mask=left_pad(rows_mask, 0),
-        position_ids=left_pad(rows_pos, 0),
+        input_ids=take_tokens(input_ids, keep, valid, pad_token_id),
+        attention_mask=take_tokens(attention_mask, keep, valid, 0),
+        position_ids=packed_pos if multi_row else packed_pos[0],
         shift=torch.stack(shifts),
+        keep=keep,
     )

@@ -50,6 +50,8 @@ class PendingReduction:
     padded_length: int | None = None  # when images keep different counts: the padded length of the features
     sizes: list[torch.Tensor] | None = None  # per image (counts_out,) original tokens in each output token
     tower_tokens: list[int] | None = None  # tokens per image entering each vision block, then leaving the tower
+    features: list[torch.Tensor] | None = None  # per item (counts_out, D): the reduced features, when already cut
+    frame_ids: list[torch.Tensor] | None = None  # per item (counts_out,) frame of each kept token (video)
 
 
 class VisualStage:
@@ -157,14 +159,23 @@ class VisualStage:
 
     # -- at the language-model call --------------------------------------------------------------------------------
     def encode_if_needed(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Replace raw pixels by the model's own image features (encoded with the hooks active)."""
+        """Replace raw pixels (images, then videos) by the model's own features (encoded with the hooks active)."""
         encoder_outputs = dict(kwargs.get("mm_encoder_outputs") or {})
-        if encoder_outputs.get("image") is None and kwargs.get("pixel_values") is not None:
-            encoder_outputs["image"] = self.adapter.encode_images(kwargs)
-            for key in self.adapter.image_input_keys:
-                kwargs.pop(key, None)
-            kwargs["mm_encoder_outputs"] = encoder_outputs
+        encoders = (
+            ("image", self.adapter.image_input_keys, self.adapter.encode_images),
+            ("video", self.adapter.video_input_keys, self.adapter.encode_videos),
+        )
+        for modality, keys, encode in encoders:
+            if keys and encoder_outputs.get(modality) is None and kwargs.get(keys[0]) is not None:
+                encoder_outputs[modality] = encode(kwargs)
+                for key in keys:
+                    kwargs.pop(key, None)
+                kwargs["mm_encoder_outputs"] = encoder_outputs
         return kwargs
+
+    def take_pending_for(self, modality: str, features: list[torch.Tensor]) -> PendingReduction | None:
+        """The reduction of ``modality``'s features ``features`` (one (P_i, D) tensor per item), if any."""
+        return self.take_pending(features) if modality == "image" else None
 
     def take_pending(self, features: list[torch.Tensor]) -> PendingReduction | None:
         """The reduction that produced ``features``, or None if they were computed outside this session."""

@@ -70,6 +70,11 @@ class VisualTokens:
     # From the block that reads the feature layer's output, its heads concatenated into one:
     reader_cls_attention: torch.Tensor | None = None  # (I, P) CLS attention over the visual tokens
     reader_keys: torch.Tensor | None = None  # (I, P, C) keys, C = heads x head dim
+    frame_ids: torch.Tensor | None = None  # (I, P) long: frame (temporal index t) of each token; video items
+
+    # Towers without CLS token (Qwen2-VL, Qwen2.5-VL): ``cls_attention`` (and ``reader_cls_attention``, its head
+    # mean) hold the attention each token receives in a full-attention block, averaged over the queries, summed
+    # over the patches merged into the token; ``cls_feature`` is None. ``grid`` is (t * h, w) for t frames.
 
     @property
     def n_images(self) -> int:
@@ -210,14 +215,22 @@ class TokenMethod:
                 f"budget={self.budget} asks for more visual tokens than an image has: "
                 f"{adapter.name} produces {n_tokens} per image, so an int budget must be in [1, {n_tokens}]"
             )
-        if self.needs.cls_token and not adapter.has_cls_token():
+        if self.needs.cls_token and not adapter.has_cls_token() and not adapter.scores_without_cls():
             raise NotSupportedError(
                 f"method {self.name!r} needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
             )
+        vision_scores = self.needs.cls_token or self.needs.vision_keys or self.needs.vision_reader_qk
+        substitute = vision_scores and not adapter.has_cls_token() and adapter.scores_without_cls()
+        if substitute and "flash" in adapter.attn_implementation("vision"):
+            raise NotSupportedError(
+                f"method {self.name!r} reads the vision tower's attention per image, and {adapter.name}'s tower "
+                "packs all images into one FlashAttention call; use sdpa or eager attention in the vision tower"
+            )
         if Stage.VISION_ENCODER in self.stage:  # the plan raises ConfigError when the budget cannot be met
+            n_blocks = adapter.feature_block() + 1  # raises NotSupportedError on towers that cannot reduce
             height, width = adapter.patch_grid()
             cls_token = adapter.has_cls_token()
-            self.tower_plan(adapter.feature_block() + 1, height * width + int(cls_token), cls_token)
+            self.tower_plan(n_blocks, height * width + int(cls_token), cls_token)
 
     def describe(self) -> dict[str, object]:
         """Hyper-parameters as a plain dict (for configs and results)."""

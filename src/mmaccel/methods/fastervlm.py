@@ -19,6 +19,10 @@ class FasterVLM(ScorePruner):
     CLIP layer -2), computed from that layer's own queries and keys. Shapes: cls_attention (I, H, P) -> scores
     (I, P) -> kept features (I, budget, D), in original raster order.
 
+    Towers without CLS token (Qwen2-VL, Qwen2.5-VL): the score is the attention each token receives in the
+    tower's last full-attention block (mean over queries and heads, summed over the 2x2 patches merged into the
+    token), the substitute the references use for SigLIP and Qwen towers; see docs/model-families.md.
+
     Paper: "[CLS] Attention is All You Need for Training-Free Visual Token Pruning: Make VLM Inference Faster",
     arXiv 2412.01818.
     Reference: Theia-4869/FasterVLM:llava/model/multimodal_encoder/clip_encoder.py and

@@ -33,6 +33,11 @@ class PruMerge(TokenMethod):
     order as the reference: kept patches by descending attention, then the extra token. Shapes: features
     (I, P, D) -> (I, k + 1, D), padded to the longest image when ``budget=None`` (``counts`` per image).
 
+    Towers without CLS token (Qwen2-VL, Qwen2.5-VL): a is the attention each token receives in the tower's last
+    full-attention block (mean over queries and heads, summed over the 2x2 patches merged into the token, so it
+    sums to 1 over the tokens like the CLS row), and K that block's keys, heads concatenated, averaged over the
+    merged patches; see docs/model-families.md.
+
     Paper: "LLaVA-PruMerge: Adaptive Token Reduction for Efficient Large Multimodal Models", arXiv 2403.15388
     (ICCV 2025). Reference: 42Shawn/LLaVA-PruMerge:llava/model/multimodal_encoder/clip_encoder.py
     (``token_prune_merge_advanced``), commit 097c041.
@@ -69,7 +74,7 @@ class PruMerge(TokenMethod):
 
     def validate(self, adapter: ModelAdapter) -> None:
         super().validate(adapter)
-        if not adapter.has_cls_token():
+        if not adapter.has_cls_token() and not adapter.scores_without_cls():
             raise NotSupportedError(
                 f"method {self.name!r} needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
             )

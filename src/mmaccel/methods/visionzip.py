@@ -32,6 +32,11 @@ class VisionZip(TokenMethod):
     Reference: dvlab-research/VisionZip:visionzip/clip_encoder.py (``CLIPVisionTower_VisionZip.forward``),
     commit 3151f6d.
 
+    Towers without CLS token (Qwen2-VL, Qwen2.5-VL): the score is the attention each token receives in the
+    tower's last full-attention block (mean over queries, summed over the 2x2 patches merged into the token, as
+    ModelTC/LightCompress's Qwen2.5-VL port scores it), the keys are that block's keys averaged over heads and
+    over the merged patches, and no CLS token is prepended: ``dominant`` counts patches only.
+
     Differences from reference:
     - CLS attention and keys come from the feature layer's own q/k through the attention-function probe; the
       reference runs CLIP with eager attention, ``output_attentions=True``, and patches the attention class.
@@ -57,8 +62,8 @@ class VisionZip(TokenMethod):
         if self.dominant is not None and self.dominant < 1:
             raise ConfigError("visionzip: dominant counts the CLS token, so it must be >= 1")
 
-    def split(self, n_tokens: int) -> tuple[int, int]:
-        """(dominant including CLS, contextual) for an image of ``n_tokens`` visual tokens."""
+    def split(self, n_tokens: int, cls_token: bool = True) -> tuple[int, int]:
+        """(dominant including CLS when ``cls_token``, contextual) for an image of ``n_tokens`` visual tokens."""
         total = self.keep_count(n_tokens)
         if self.dominant is not None and self.contextual is not None:
             dominant, contextual = self.dominant, self.contextual
@@ -71,7 +76,7 @@ class VisionZip(TokenMethod):
         else:
             contextual = round(total * 5 / 32)
             dominant = total - contextual
-        if dominant < 1 or contextual < 0 or dominant - 1 + contextual > n_tokens:
+        if dominant < 1 or contextual < 0 or dominant - int(cls_token) + contextual > n_tokens:
             raise ConfigError(
                 f"visionzip: dominant={dominant} (incl. CLS) + contextual={contextual} does not fit an image of "
                 f"{n_tokens} tokens with budget={self.budget}"
@@ -79,21 +84,26 @@ class VisionZip(TokenMethod):
         return dominant, contextual
 
     def reduce_visual(self, tokens: VisualTokens) -> VisualReduction:
-        assert tokens.cls_attention is not None and tokens.keys is not None and tokens.cls_feature is not None
+        assert tokens.cls_attention is not None and tokens.keys is not None
         n_images, n_tokens, _ = tokens.features.shape
-        dominant, contextual = self.split(n_tokens)
+        cls_token = tokens.cls_feature is not None
+        dominant, contextual = self.split(n_tokens, cls_token)
+        n_top = dominant - int(cls_token)  # dominant patches
         device = tokens.features.device
 
         scores = tokens.cls_attention.sum(dim=1)  # (I, H, P) -> (I, P)
-        top = topk_keep(scores, dominant - 1)  # (I, D - 1) sorted patch indices
+        top = topk_keep(scores, n_top)  # (I, n_top) sorted patch indices
         is_top = torch.zeros(n_images, n_tokens, dtype=torch.bool, device=device).scatter_(1, top, True)
         rest = torch.stack([torch.nonzero(~row).flatten() for row in is_top])  # (I, R) sorted
         gather = lambda x, idx: x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
 
-        parts = [tokens.cls_feature[:, None], gather(tokens.features, top)]  # (I, 1, D), (I, D - 1, D)
-        source = [torch.full((n_images, 1), -1, dtype=torch.long, device=device), top]
+        parts = [gather(tokens.features, top)]  # (I, n_top, D)
+        source = [top]
+        if cls_token:  # (I, 1, D) first
+            parts.insert(0, tokens.cls_feature[:, None])
+            source.insert(0, torch.full((n_images, 1), -1, dtype=torch.long, device=device))
         groups = torch.full((n_images, n_tokens), -1, dtype=torch.long, device=device)
-        groups.scatter_(1, top, torch.arange(1, dominant, device=device).expand(n_images, -1))
+        groups.scatter_(1, top, torch.arange(dominant - n_top, dominant, device=device).expand(n_images, -1))
         if contextual > 0:
             merged, targets, assignment = contextual_merge(
                 gather(tokens.features, rest), gather(tokens.keys, rest), contextual

@@ -56,7 +56,20 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def rotary_embedding(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) for ``position_ids`` (B, L), as the decoder layers receive them."""
+        """(cos, sin) for ``position_ids`` (B, L) (or (3, B, L) on M-RoPE models), as the decoder layers get them."""
+
+    def uses_mrope(self) -> bool:
+        """Whether positions are multimodal RoPE rows (t, h, w): (3, B, L) instead of (B, L)."""
+        return False
+
+    def rope_positions(self, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """M-RoPE models: the full prompt's positions (3, B, N) and rope deltas (B, 1), as the model computes them
+        from the forward kwargs when the caller passes no position ids."""
+        raise NotSupportedError(f"{self.name} models have no multimodal RoPE positions")
+
+    def set_rope_deltas(self, deltas: torch.Tensor) -> None:
+        """M-RoPE models: store (B, 1) deltas so that decode calls without position ids continue a rebuilt prompt."""
+        raise NotSupportedError(f"{self.name} models have no multimodal RoPE positions")
 
     # -- vision side --------------------------------------------------------------------------------------------
     @property
@@ -87,14 +100,31 @@ class ModelAdapter(ABC):
         """Whether the visual tokens handed to the language model include the CLS token (at index 0)."""
 
     @abstractmethod
-    def reduction_module(self) -> nn.Module:
-        """Module whose first input is the (I, P, D) visual tokens that pre-LLM methods reduce."""
+    def reduction_module(self) -> nn.Module | None:
+        """Module whose first input is the (I, P, D) visual tokens that pre-LLM methods reduce; None when they reduce
+        the encoder's per-item output (a list of (P_i, D) tensors) at the language-model call instead."""
+
+    def scores_without_cls(self) -> bool:
+        """Whether a tower without CLS token provides the attention each token receives (from a full-attention
+        block) in place of CLS attention, for methods that score by CLS attention."""
+        return False
 
     @abstractmethod
     def encode_images(self, inputs: dict[str, Any]) -> Any:
         """Run the model's own image encoder on ``inputs`` (pixel values and related keys); returns its output."""
 
+    def encode_videos(self, inputs: dict[str, Any]) -> Any:
+        """Run the model's own video encoder on ``inputs``; returns its output (one (P_i, D) tensor per video)."""
+        raise NotSupportedError(f"{self.name} models take no video input")
+
+    def item_token_counts(self, inputs: dict[str, Any], modality: str) -> list[int] | None:
+        """Language-model tokens of each item of ``modality`` that the raw inputs will produce, or None when
+        the adapter cannot tell without encoding (then ``tokens_per_image`` is used)."""
+        return None
+
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    video_input_keys: ClassVar[tuple[str, ...]] = ()  # raw video inputs the encoder consumes (popped after encoding)
+    per_token_keys: ClassVar[tuple[str, ...]] = ()  # (B, N) forward kwargs shrunk along with input_ids
 
     # -- vision tower blocks (methods acting inside the tower) ---------------------------------------------------
     def vision_blocks(self) -> nn.ModuleList:
@@ -111,6 +141,10 @@ class ModelAdapter(ABC):
     @property
     @abstractmethod
     def image_token_id(self) -> int: ...
+
+    def visual_token_ids(self) -> dict[str, int]:
+        """Placeholder token id of each visual modality the model takes ("image", "video")."""
+        return {"image": self.image_token_id}
 
     # -- attention implementation --------------------------------------------------------------------------------
     @abstractmethod

@@ -7,8 +7,9 @@ from torch import nn
 from mmaccel.errors import NotSupportedError
 from mmaccel.models.base import ModelAdapter
 from mmaccel.models.llava import LlavaAdapter
+from mmaccel.models.qwen_vl import Qwen25VLAdapter, QwenVLAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter,)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter, QwenVLAdapter, Qwen25VLAdapter)
 
 
 def supported_models() -> list[str]:

@@ -72,3 +72,159 @@ def tiny_inputs(model: LlavaForConditionalGeneration, batch: int = 1, seed: int 
         after = torch.randint(3, 90, (8,), generator=generator)
         rows.append(torch.cat([torch.tensor([1]), before, torch.full((n_image,), TINY_IMAGE_TOKEN), after]))
     return {"input_ids": torch.stack(rows), "pixel_values": torch.randn(batch, 3, size, size, generator=generator)}
+
+
+# -- Qwen2-VL / Qwen2.5-VL ------------------------------------------------------------------------------------------
+TINY_VIDEO_TOKEN = 101
+TINY_VISION_START = 102
+TINY_VISION_END = 103
+TINY_QWEN_PATCH = 14  # pixels per patch side; 2 x 2 patches merge into one language-model token
+TINY_QWEN_GRID = (1, 8, 8)  # (t, h, w) patches of the default image: 16 language-model tokens
+
+
+def _qwen_text_config(vocab: int, hidden: int, layers: int) -> dict:
+    head_dim = hidden // 4
+    third = head_dim // 2 // 3
+    section = [head_dim // 2 - 2 * third, third, third]  # (t, h, w) frequency split of M-RoPE
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+    }
+
+
+def _finish_qwen(model, attn: str):
+    model = model.eval()
+    with torch.no_grad():
+        model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)
+    model.set_attn_implementation(attn)
+    return model
+
+
+_QWEN_TOKEN_IDS = {
+    "image_token_id": TINY_IMAGE_TOKEN,
+    "video_token_id": TINY_VIDEO_TOKEN,
+    "vision_start_token_id": TINY_VISION_START,
+    "vision_end_token_id": TINY_VISION_END,
+}
+
+
+def tiny_qwen2_vl(hidden: int = 64, layers: int = 4, vocab: int = 128, attn: str = "sdpa", seed: int = 0):
+    """A Qwen2-VL-shaped model with random weights: a 2-block vision tower (14-pixel patches, 2x2 merge, full
+    attention per image) and a Qwen2 decoder with M-RoPE. Token ids as ``tiny_llava``, plus video 101 and
+    vision start/end 102/103."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    vision = {
+        "depth": 2,
+        "embed_dim": 32,
+        "hidden_size": hidden,
+        "num_heads": 4,
+        "mlp_ratio": 2,
+        "patch_size": TINY_QWEN_PATCH,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+    }
+    config = Qwen2VLConfig(
+        text_config=_qwen_text_config(vocab, hidden, layers), vision_config=vision, **_QWEN_TOKEN_IDS
+    )
+    return _finish_qwen(Qwen2VLForConditionalGeneration(config), attn)
+
+
+def tiny_qwen2_5_vl(hidden: int = 64, layers: int = 4, vocab: int = 128, attn: str = "sdpa", seed: int = 0):
+    """A Qwen2.5-VL-shaped model with random weights: a 3-block vision tower whose blocks 0 and 2 use window
+    attention (56-pixel windows: 2x2 merged tokens) and block 1 full attention, and an M-RoPE Qwen2 decoder."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    vision = {
+        "depth": 3,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 4,
+        "out_hidden_size": hidden,
+        "patch_size": TINY_QWEN_PATCH,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+        "window_size": 56,
+        "fullatt_block_indexes": [1],
+    }
+    config = Qwen2_5_VLConfig(
+        text_config=_qwen_text_config(vocab, hidden, layers), vision_config=vision, **_QWEN_TOKEN_IDS
+    )
+    return _finish_qwen(Qwen2_5_VLForConditionalGeneration(config), attn)
+
+
+def qwen_patches(grid: tuple[int, int, int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random flattened patches of an image or video of ``grid`` = (t, h, w) patches: (t * h * w, 3 * 2 * 14 * 14)."""
+    t, h, w = grid
+    return torch.randn(t * h * w, 3 * 2 * TINY_QWEN_PATCH**2, generator=generator)
+
+
+def qwen_visual_run(token: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    """``<vision_start>`` + one placeholder per language-model token of ``grid`` + ``<vision_end>``."""
+    t, h, w = grid
+    placeholders = torch.full((t * h * w // 4,), token)
+    return torch.cat([torch.tensor([TINY_VISION_START]), placeholders, torch.tensor([TINY_VISION_END])])
+
+
+def tiny_qwen_inputs(
+    model=None,
+    batch: int = 1,
+    seed: int = 0,
+    grids: list[tuple[int, int, int]] | None = None,
+    video_grid: tuple[int, int, int] | None = None,
+    images_per_row: int = 1,
+) -> dict[str, torch.Tensor]:
+    """A left-padded batch ``<s> text <vision_start> image <vision_end> [video] text`` for tiny Qwen models.
+
+    ``grids``: the (t, h, w) patch grid of each row's images (default ``TINY_QWEN_GRID`` for every row); rows get
+    different text lengths, so a batch is padded. ``images_per_row`` images per row, separated by a text token.
+    ``video_grid`` adds a video (2 frames per temporal patch) after each row's images. Returns input_ids,
+    attention_mask, pixel_values, image_grid_thw and mm_token_type_ids (0 text, 1 image, 2 video), plus
+    pixel_values_videos and video_grid_thw with a video. ``model`` is accepted for symmetry with other builders
+    and not read.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    grids = grids or [TINY_QWEN_GRID] * batch
+    if len(grids) != batch:
+        raise ValueError(f"grids has {len(grids)} entries for a batch of {batch}")
+    rows = []
+    for row, grid in enumerate(grids):
+        before = torch.randint(3, 90, (2 + 3 * row,), generator=generator)
+        after = torch.randint(3, 90, (5 + row,), generator=generator)
+        parts = [torch.tensor([1]), before, qwen_visual_run(TINY_IMAGE_TOKEN, grid)]
+        for _ in range(images_per_row - 1):
+            parts += [torch.randint(3, 90, (1,), generator=generator), qwen_visual_run(TINY_IMAGE_TOKEN, grid)]
+        if video_grid is not None:
+            parts += [torch.randint(3, 90, (1,), generator=generator), qwen_visual_run(TINY_VIDEO_TOKEN, video_grid)]
+        rows.append(torch.cat([*parts, after]))
+    length = max(r.numel() for r in rows)
+    input_ids = torch.zeros(batch, length, dtype=torch.long)
+    attention_mask = torch.zeros(batch, length, dtype=torch.long)
+    for b, r in enumerate(rows):
+        input_ids[b, length - r.numel() :] = r
+        attention_mask[b, length - r.numel() :] = 1
+    mm_token_type_ids = (input_ids == TINY_IMAGE_TOKEN).int() + 2 * (input_ids == TINY_VIDEO_TOKEN).int()
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": torch.cat([qwen_patches(g, generator) for g in grids for _ in range(images_per_row)]),
+        "image_grid_thw": torch.tensor([g for g in grids for _ in range(images_per_row)]),
+        "mm_token_type_ids": mm_token_type_ids,
+    }
+    if video_grid is not None:
+        inputs["pixel_values_videos"] = torch.cat([qwen_patches(video_grid, generator) for _ in range(batch)])
+        inputs["video_grid_thw"] = torch.tensor([video_grid] * batch)
+    return inputs

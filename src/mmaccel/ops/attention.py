@@ -55,3 +55,19 @@ def cls_attention(query: torch.Tensor, key: torch.Tensor, scaling: float) -> tor
     """
     rows = torch.zeros(query.shape[0], 1, dtype=torch.long, device=query.device)
     return attention_rows(query, key, rows, scaling, mask=None, causal=False)[:, :, 0]
+
+
+def received_attention(query: torch.Tensor, key: torch.Tensor, scaling: float, block: int = 1024) -> torch.Tensor:
+    """Attention each token receives in a bidirectional layer: softmax(Q K^T * scaling) averaged over the queries.
+
+    query, key: (B, H, L, d) (same number of heads). Returns (B, H, L) float32; each (b, h) row sums to 1 (a
+    distribution over the tokens, like a CLS row). Queries are processed ``block`` rows at a time, so memory is
+    O(block x L) per head instead of L x L.
+    """
+    total = query.new_zeros(query.shape[:3], dtype=torch.float32)  # (B, H, L)
+    keys_t = key.float().transpose(-1, -2)  # (B, H, d, L)
+    n_queries = query.shape[2]
+    for start in range(0, n_queries, block):
+        logits = torch.matmul(query[:, :, start : start + block].float(), keys_t) * scaling  # (B, H, b, L)
+        total += torch.softmax(logits, dim=-1).sum(dim=2)
+    return total / n_queries
