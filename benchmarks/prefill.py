@@ -1,15 +1,20 @@
-"""Prefill speed of every method on a random-weight LLaVA with LLaVA-1.5 geometry, vs analytic FLOPs.
+"""Prefill speed of every method on a random-weight model with a family's real geometry, vs analytic FLOPs.
 
-Model: CLIP ViT-L/14 at 336 px (24 blocks, d=1024, 576 patches + CLS) and a Llama decoder (``--layers``,
-d=1024, SwiGLU 2816, 16 heads) with a 32000 vocabulary; the prompt has 576 image tokens and 62 text tokens.
+``--family llava`` (default): CLIP ViT-L/14 at 336 px (24 blocks, d=1024, 576 patches + CLS) and a Llama decoder
+(``--layers``, d=``--hidden``, SwiGLU, 16 heads) with a 32000 vocabulary; the prompt has 576 image tokens and 62
+text tokens. ``--family llava_next|llava_onevision|qwen2_vl|qwen2_5_vl``: that family's tower and tile or patch
+grid (``benchmarks/geometry.py``), same decoder size and text. Only the methods the family supports run (the
+README's support matrix). ``--quick``: narrow and shallow (2-layer d=256 decoder, 2-block d=128 tower, one run)
+with the real token counts, small enough for a CPU smoke run.
 Prefill = ``model(**inputs, logits_to_keep=1)`` including the vision tower and projector, as ``generate``'s
 first step. Each configuration: warm-up runs, then the median of ``--runs`` timed runs (``torch.cuda.synchronize``
-on GPU). Ratios are taken within one run of this script.
+on GPU). Ratios are taken within one run of this script. FLOPs predictions cover LLaVA-1.5 only.
 
-Also measured: FastV's scoring cost (FastV with the probe vs the same layer split handed the same keep indices,
-no probe) and FastV as the reference implementations run it (eager attention + ``output_attentions=True``).
+Also measured (LLaVA-1.5): FastV's scoring cost (FastV with the probe vs the same layer split handed the same keep
+indices, no probe) and FastV as the reference implementations run it (eager attention + ``output_attentions``).
 
     python benchmarks/prefill.py --out docs/benchmarks/prefill-cpu.json
+    python benchmarks/prefill.py --family qwen2_vl --quick
 """
 
 from __future__ import annotations
@@ -25,60 +30,19 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 import mmaccel
+from geometry import FAMILIES, QUICK, Size, build_inputs, build_model
+from mmaccel.errors import NotSupportedError
 from mmaccel.methods.preset import PresetLayerKeep
+from mmaccel.methods.registry import get_method
+from mmaccel.models.registry import adapter_for
 from mmaccel.ops.flops import llava_shape
 
-IMAGE_TOKEN = 32000 - 1
 METHODS = ("fastv", "visionzip", "fastervlm", "sparsevlm", "prumerge", "prumerge+", "pool", "random", "tome", "evit")
 ADAPTIVE = ("prumerge", "prumerge+")  # also run with budget=None: the adaptive count of the paper
-
-
-def build_model(layers: int, vision_layers: int, dtype: torch.dtype, device: str, hidden: int):
-    torch.manual_seed(0)
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-    )
-    text = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=hidden,
-        intermediate_size=int(hidden * 2.75) // 256 * 256,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        num_key_value_heads=hidden // 64,
-        max_position_embeddings=4096,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=IMAGE_TOKEN,
-        image_seq_length=576,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    model = LlavaForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
-    model.set_attn_implementation("sdpa")
-    return model
-
-
-def build_inputs(device: str, dtype: torch.dtype, batch: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    before = torch.randint(3, 30000, (35,), generator=generator)
-    after = torch.randint(3, 30000, (26,), generator=generator)
-    ids = torch.cat([torch.tensor([1]), before, torch.full((576,), IMAGE_TOKEN), after])[None].repeat(batch, 1)
-    pixels = torch.randn(batch, 3, 336, 336, generator=generator)
-    return {"input_ids": ids.to(device), "pixel_values": pixels.to(device=device, dtype=dtype)}
+DEFAULT_BUDGETS = {"llava": [192, 128, 64]}  # others: the same fractions of their tokens per image
+FRACTIONS = [0.333, 0.222, 0.111]
 
 
 def time_once(model, inputs, **forward_kwargs) -> float:
@@ -116,7 +80,9 @@ def predicted_flops(shape, stats, text_tokens: int) -> float:
 
 def markdown(result: dict) -> str:
     """The tables of docs/benchmarks.md from a result of this script."""
+    n_image = result.get("image_tokens", 576)
     lines = [
+        f"Family: {result.get('family', 'llava')}, {n_image} visual tokens per image. "
         f"Device: {result['device']}, {result['threads']} thread(s), {result['dtype']}, batch {result['batch']}; "
         f"decoder {result['layers']} x d={result['hidden']}, vision tower {result['vision_layers']} blocks; "
         f"median of {result['runs']} interleaved runs after {result['warmup']} warm-up.",
@@ -126,19 +92,23 @@ def markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        tokens = row.get("llm_input_tokens", 576)
-        equivalent = row.get("equivalent_tokens", 576)
+        tokens = row.get("llm_input_tokens", n_image)
+        equivalent = row.get("equivalent_tokens", n_image)
         budget = row["budget"] or "adaptive"
+        flops = row.get("flops_speedup")
+        predicted = "–" if flops is None else f"x{flops:.2f}"
+        ratio = "–" if flops is None else f"{row['speedup'] / flops:.2f}"
         lines.append(
             f"| {row['method']} | {budget} | {tokens} | {equivalent:.0f} | {row['prefill_ms']:.0f} | "
-            f"x{row['speedup']:.2f} | x{row['flops_speedup']:.2f} | {row['speedup'] / row['flops_speedup']:.2f} |"
+            f"x{row['speedup']:.2f} | {predicted} | {ratio} |"
         )
-    lines += [
-        "",
-        "| FastV budget | FastV (probe) ms | same split, given indices ms | probe cost |"
-        " eager + output_attentions ms |",
-        "|---|---|---|---|---|",
-    ]
+    if result["fastv_probe"]:
+        lines += [
+            "",
+            "| FastV budget | FastV (probe) ms | same split, given indices ms | probe cost |"
+            " eager + output_attentions ms |",
+            "|---|---|---|---|---|",
+        ]
     for row in result["fastv_probe"]:
         lines.append(
             f"| {row['budget']} | {row['fastv_ms']:.0f} | {row['same_split_no_probe_ms']:.0f} | "
@@ -147,16 +117,43 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def budget_value(text: str) -> int | float:
+    """``--budgets`` entries: an int (tokens per image) or a float fraction in (0, 1]."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def supported_methods(model, family: str, methods: list[str]) -> list[str]:
+    """``methods`` that run on ``family`` (others are reported and skipped); a missing adapter is an error."""
+    try:
+        adapter = adapter_for(model)
+    except NotSupportedError as error:
+        raise SystemExit(f"--family {family}: this version of mmaccel has no adapter for it ({error})") from None
+    kept = []
+    for method in methods:
+        reason = get_method(method)().unsupported_reason(adapter)
+        if reason is None:
+            kept.append(method)
+        else:
+            print(f"{method}: skipped, not supported on {family}: {reason}", file=sys.stderr)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--probe-budgets", type=int, nargs="+", default=[64])
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--vision-layers", type=int, default=24)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[192, 128, 64])
+    parser.add_argument("--family", default="llava", choices=FAMILIES, help="model family (geometry.py)")
+    parser.add_argument("--quick", action="store_true", help="narrow, shallow model and one run: a CPU smoke test")
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers (default 8; --quick 2)")
+    parser.add_argument("--hidden", type=int, default=None, help="decoder width (default 1024; --quick 256)")
+    parser.add_argument("--vision-layers", type=int, default=None, help="default: the family's real depth")
+    parser.add_argument("--vision-hidden", type=int, default=None, help="default: the family's real width")
+    parser.add_argument("--probe-budgets", type=int, nargs="*", default=None, help="default: 64 on llava")
+    parser.add_argument("--budgets", type=budget_value, nargs="+", default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=None, help="default 3; --quick 1")
+    parser.add_argument("--warmup", type=int, default=None, help="default 1; --quick 0")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -169,19 +166,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    base = QUICK if args.quick else Size()
+    size = Size(
+        layers=args.layers or base.layers,
+        hidden=args.hidden or base.hidden,
+        vision_layers=args.vision_layers or base.vision_layers,
+        vision_hidden=args.vision_hidden or base.vision_hidden,
+    )
+    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
+    budgets = args.budgets or DEFAULT_BUDGETS.get(args.family, FRACTIONS)
+    probe_budgets = args.probe_budgets if args.probe_budgets is not None else [64] * (args.family == "llava")
 
-    model = build_model(args.layers, args.vision_layers, dtype, args.device, args.hidden)
-    inputs = build_inputs(args.device, dtype, args.batch)
-    shape = llava_shape(model.config)
-    text_tokens = inputs["input_ids"].shape[1] - 576
+    model = build_model(args.family, size, dtype, args.device)
+    methods = supported_methods(model, args.family, args.methods)
+    inputs = build_inputs(model, args.family, args.device, dtype, args.batch)
+    n_image = int((inputs["input_ids"][0] == model.config.image_token_id).sum())
+    shape = llava_shape(model.config) if args.family == "llava" else None
+    text_tokens = inputs["input_ids"].shape[1] - n_image
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     print(f"device: {args.device} ({device_name}), threads={args.threads}, dtype={args.dtype}", file=sys.stderr)
+    print(f"family: {args.family}, {n_image} visual tokens, {text_tokens} other tokens", file=sys.stderr)
 
     # Kept counts and keep indices come from one untimed call per method and budget.
-    configs = {"none/576": (contextlib.nullcontext, {}, "sdpa")}
+    configs = {"none": (contextlib.nullcontext, {}, "sdpa")}
     stats = {}
-    for method in args.methods:
-        for budget in [*args.budgets, *([None] if method in ADAPTIVE else [])]:
+    for method in methods:
+        for budget in [*budgets, *([None] if method in ADAPTIVE else [])]:
             with mmaccel.apply(model, method, budget=budget) as session, torch.no_grad():
                 model(**inputs, logits_to_keep=1)
             stats[(method, budget)] = session.last_call
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 {},
                 "sdpa",
             )
-    for budget in args.probe_budgets:
+    for budget in probe_budgets:
         if ("fastv", budget) not in stats:
             raise SystemExit(f"--probe-budgets {budget} must be one of --budgets with fastv in --methods")
         keep = stats[("fastv", budget)].llm_keep[2]
@@ -201,27 +212,39 @@ def main(argv: list[str] | None = None) -> int:
             {"output_attentions": True},
             "eager",
         )
-    medians = run_round_robin(model, inputs, configs, args.runs, args.warmup)
+    medians = run_round_robin(model, inputs, configs, runs, warmup)
 
-    baseline_s = medians["none/576"]
-    baseline_flops = shape.prefill_flops([text_tokens + 576] * args.layers, n_images=1, projected_tokens=576)
-    rows = [{"method": "none", "budget": 576, "prefill_ms": baseline_s * 1e3, "speedup": 1.0, "flops_speedup": 1.0}]
+    baseline_s = medians["none"]
+    baseline_flops = None
+    if shape is not None:
+        baseline_flops = shape.prefill_flops(
+            [text_tokens + n_image] * size.layers, n_images=1, projected_tokens=n_image
+        )
+    rows = [
+        {
+            "method": "none",
+            "budget": n_image,
+            "prefill_ms": baseline_s * 1e3,
+            "speedup": 1.0,
+            "flops_speedup": None if shape is None else 1.0,
+        }
+    ]
     for (method, budget), call in stats.items():
         seconds = medians[f"{method}/{budget}"]
-        flops = predicted_flops(shape, call.stats[0], text_tokens)
+        flops = None if shape is None else baseline_flops / predicted_flops(shape, call.stats[0], text_tokens)
         rows.append(
             {
                 "method": method,
                 "budget": budget,
                 "prefill_ms": seconds * 1e3,
                 "speedup": baseline_s / seconds,
-                "flops_speedup": baseline_flops / flops,
+                "flops_speedup": flops,
                 "llm_input_tokens": call.stats[0].llm_input_tokens,
                 "equivalent_tokens": call.stats[0].equivalent_tokens,
             }
         )
     probe_rows = []
-    for budget in args.probe_budgets:
+    for budget in probe_budgets:
         with_probe = medians[f"fastv/{budget}"]
         without_probe = medians[f"fastv-same-split-no-probe/{budget}"]
         probe_rows.append(
@@ -234,24 +257,29 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     for row in rows:
+        flops = "–" if row["flops_speedup"] is None else f"x{row['flops_speedup']:.2f}"
         print(
             f"{row['method']:10s} {row['budget'] or 'adaptive':>8} {row['prefill_ms']:9.1f} ms  x{row['speedup']:.2f} "
-            f"(FLOPs x{row['flops_speedup']:.2f})",
+            f"(FLOPs {flops})",
             file=sys.stderr,
         )
     for row in probe_rows:
         print(f"fastv probe cost at {row['budget']}: {row['probe_cost_pct']:+.2f} %", file=sys.stderr)
 
     result = {
+        "family": args.family,
+        "image_tokens": n_image,
         "device": f"{args.device} ({device_name})",
         "threads": args.threads,
         "dtype": args.dtype,
         "batch": args.batch,
-        "layers": args.layers,
-        "hidden": args.hidden,
-        "vision_layers": args.vision_layers,
-        "runs": args.runs,
-        "warmup": args.warmup,
+        "layers": size.layers,
+        "hidden": size.hidden,
+        "vision_layers": model.config.vision_config.num_hidden_layers
+        if hasattr(model.config.vision_config, "num_hidden_layers")
+        else model.config.vision_config.depth,
+        "runs": runs,
+        "warmup": warmup,
         "torch": torch.__version__,
         "rows": rows,
         "fastv_probe": probe_rows,

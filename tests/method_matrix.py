@@ -16,6 +16,7 @@ METHOD_MATRIX: dict[str, dict] = {
     "prumerge+": {},
     "tome": {},
     "evit": {},
+    "downsample": {},  # acts before the processor: not supported on fixed-resolution LLaVA-1.5
 }
 
 PARTIAL_BUDGET = 6  # tokens per image kept in the contract tests (of 16)

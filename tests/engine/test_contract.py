@@ -1,31 +1,76 @@
-"""The contract every registered method keeps, on tiny LLaVA models (CPU, random weights)."""
+"""The contract every registered method keeps, on every model family's tiny model (CPU, random weights).
+
+The suite is parametrised over (method x family): a cell either passes every invariant below or the method
+declares the family unsupported, and then ``apply`` raises ``NotSupportedError`` before touching the model
+(``test_unsupported_cells_raise_before_touching_the_model``). Families come from ``tiny_models.FAMILIES``: a
+family runs once its adapter is registered. Methods acting before the processor (``Stage.FRAMES``) have nothing
+to do on prepared tensors; their contract is in ``tests/methods/test_downsample.py``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
 
 import mmaccel
 from method_matrix import METHOD_MATRIX, PARTIAL_BUDGET
-from tiny_models import (
-    GENERATE_KWARGS,
-    TOKENS_PER_IMAGE,
-    batch_inputs,
-    prompt_ids,
-    single_inputs,
-    tiny_llava,
-)
+from mmaccel.errors import NotSupportedError
+from mmaccel.methods.base import Stage
+from mmaccel.methods.registry import get_method
+from mmaccel.models.registry import ADAPTERS, adapter_for
+from mmaccel.ops.select import keep_count
+from tiny_models import FAMILIES, GENERATE_KWARGS, TinyFamily, available_families, tokens_per_image
 
 METHODS = sorted(METHOD_MATRIX)
+FAMILY_NAMES = available_families()
 
 
 def test_matrix_covers_every_registered_method():
     assert sorted(METHOD_MATRIX) == mmaccel.list_methods()
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
-def model(request):
-    return tiny_llava(attn=request.param)
+def test_every_registered_adapter_has_a_tiny_family():
+    assert {adapter.name for adapter in ADAPTERS} <= {family.adapter for family in FAMILIES.values()}
+
+
+@dataclass
+class Setup:
+    name: str
+    family: TinyFamily
+    model: Any
+    n_image: int  # placeholder tokens of one image
+
+    def inputs(self, rows):
+        return self.family.inputs(self.model, rows)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(name, attn) for name in FAMILY_NAMES for attn in ("sdpa", "eager")],
+    ids=lambda param: f"{param[0]}-{param[1]}",
+)
+def setup(request) -> Setup:
+    name, attn = request.param
+    family = FAMILIES[name]
+    model = family.build(attn=attn)
+    return Setup(name=name, family=family, model=model, n_image=tokens_per_image(model, family))
+
+
+def _reason(model, method: str) -> str | None:
+    return get_method(method)(**METHOD_MATRIX[method]).unsupported_reason(adapter_for(model))
+
+
+def _cell(setup: Setup, method: str) -> dict:
+    """The method's hyper-parameters for this cell; skips cells the family does not support (tested below)."""
+    reason = _reason(setup.model, method)
+    if reason is not None:
+        pytest.skip(f"not supported on {setup.name}: {reason}")
+    if get_method(method).stage == Stage.FRAMES:
+        pytest.skip("acts on the images before the processor: tests/methods/test_downsample.py")
+    return METHOD_MATRIX[method]
 
 
 def _logits(model, inputs):
@@ -40,72 +85,75 @@ def _hook_count(model) -> int:
     )
 
 
+def _model_state(model) -> tuple:
+    return (
+        [type(m) for m in model.modules()],
+        _hook_count(model),
+        model.config.text_config._attn_implementation,
+        model.config.vision_config._attn_implementation,
+    )
+
+
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("budget", [1.0, TOKENS_PER_IMAGE])
-def test_keep_all_budget_is_bit_identical(model, method, budget):
-    inputs = single_inputs(n_images=2)
+@pytest.mark.parametrize("budget", ["all", 1.0])
+def test_keep_all_budget_is_bit_identical(setup, method, budget):
+    kwargs = _cell(setup, method)
+    budget = setup.n_image if budget == "all" else budget
+    model, inputs = setup.model, setup.inputs([(2, 0)])
     expected = _logits(model, inputs)
     expected_tokens = model.generate(**inputs, max_new_tokens=6, **GENERATE_KWARGS)
-    with mmaccel.apply(model, method, budget=budget, **METHOD_MATRIX[method]) as session:
+    with mmaccel.apply(model, method, budget=budget, **kwargs) as session:
         got = _logits(model, inputs)
         tokens = model.generate(**inputs, max_new_tokens=6, **GENERATE_KWARGS)
     assert torch.equal(got, expected)
     assert torch.equal(tokens, expected_tokens)
     for stats in session.last_call.stats:
-        assert stats.llm_input_tokens == stats.visual_tokens == 2 * TOKENS_PER_IMAGE
+        assert stats.llm_input_tokens == stats.visual_tokens == 2 * setup.n_image
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("budget", [PARTIAL_BUDGET, 0.25])
-def test_kept_count_equals_budget(model, method, budget):
-    inputs = single_inputs(n_images=2)
-    with mmaccel.apply(model, method, budget=budget, **METHOD_MATRIX[method]) as session:
+def test_kept_count_equals_budget(setup, method, budget):
+    kwargs = _cell(setup, method)
+    model, inputs, n_image = setup.model, setup.inputs([(2, 0)]), setup.n_image
+    with mmaccel.apply(model, method, budget=budget, **kwargs) as session:
         out = model.generate(**inputs, max_new_tokens=4, **GENERATE_KWARGS)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 4
-    kept = budget if isinstance(budget, int) else round(budget * TOKENS_PER_IMAGE)
+    kept = keep_count(budget, n_image)
     stats = session.last_call.stats[0]
-    assert stats.visual_tokens == 2 * TOKENS_PER_IMAGE
+    assert stats.visual_tokens == 2 * n_image
     if hasattr(session.method, "layer_plan"):  # the budget is a layer average: each layer as the method plans
-        plan = session.method.layer_plan(TOKENS_PER_IMAGE, len(stats.layer_tokens))
+        plan = session.method.layer_plan(n_image, len(stats.layer_tokens))
         assert stats.layer_tokens == [2 * n for n in plan]
-        assert stats.llm_input_tokens == 2 * TOKENS_PER_IMAGE
+        assert stats.llm_input_tokens == 2 * n_image
         assert stats.equivalent_tokens == pytest.approx(2 * sum(plan) / len(plan))
         assert [out for _, out in stats.stages.values()] == [
             2 * plan[layer] for layer in session.method.prune_layers(len(plan))
         ]
         return
     ((stage_in, stage_out),) = stats.stages.values()
-    assert (stage_in, stage_out) == (2 * TOKENS_PER_IMAGE, 2 * kept)
+    assert (stage_in, stage_out) == (2 * n_image, 2 * kept)
     assert stats.layer_tokens[-1] == 2 * kept
-    if METHOD_MATRIX[method].get("k") is not None:
-        k = METHOD_MATRIX[method]["k"]
-        assert stats.layer_tokens == [2 * TOKENS_PER_IMAGE] * k + [2 * kept] * (len(stats.layer_tokens) - k)
-        n_layers = len(stats.layer_tokens)
-        assert stats.equivalent_tokens == pytest.approx((k * 32 + (n_layers - k) * 2 * kept) / n_layers)
+    if kwargs.get("k") is not None:
+        k, n_layers = kwargs["k"], len(stats.layer_tokens)
+        assert stats.layer_tokens == [2 * n_image] * k + [2 * kept] * (n_layers - k)
+        assert stats.equivalent_tokens == pytest.approx((k * 2 * n_image + (n_layers - k) * 2 * kept) / n_layers)
     else:
         assert stats.llm_input_tokens == stats.equivalent_tokens == 2 * kept
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_batch_of_two_equals_two_single_runs(model, method):
-    prompts = [prompt_ids(1, text_before=2, text_after=4, seed=1), prompt_ids(2, text_before=5, text_after=7, seed=2)]
-    batch = batch_inputs(prompts, [1, 2], seed=5)
-    singles = [
-        batch_inputs([prompts[0]], [1], seed=5),
-        {**batch_inputs([prompts[1]], [2], seed=5), "pixel_values": batch["pixel_values"][1:]},
-    ]
-    singles[0]["pixel_values"] = batch["pixel_values"][:1]
-    kwargs = METHOD_MATRIX[method]
+def test_batch_of_two_equals_two_single_runs(setup, method):
+    kwargs = _cell(setup, method)
+    model, rows = setup.model, [(1, 1), (2, 2)]
+    batch = setup.inputs(rows)
+    generate = dict(max_new_tokens=6, output_logits=True, return_dict_in_generate=True, **GENERATE_KWARGS)
     with mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **kwargs):
-        out = model.generate(
-            **batch, max_new_tokens=6, output_logits=True, return_dict_in_generate=True, **GENERATE_KWARGS
-        )
-        for row, single in enumerate(singles):
-            ref = model.generate(
-                **single, max_new_tokens=6, output_logits=True, return_dict_in_generate=True, **GENERATE_KWARGS
-            )
-            prompt_len = batch["input_ids"].shape[1]
-            ref_len = single["input_ids"].shape[1]
+        out = model.generate(**batch, **generate)
+        for row, spec in enumerate(rows):
+            single = setup.inputs([spec])
+            ref = model.generate(**single, **generate)
+            prompt_len, ref_len = batch["input_ids"].shape[1], single["input_ids"].shape[1]
             new_tokens = ref.sequences[0, ref_len:]
             assert torch.equal(out.sequences[row, prompt_len : prompt_len + new_tokens.numel()], new_tokens)
             for step_batch, step_single in zip(out.logits, ref.logits):
@@ -113,11 +161,12 @@ def test_batch_of_two_equals_two_single_runs(model, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_same_seed_same_keep_indices(model, method):
-    inputs = single_inputs(n_images=1)
+def test_same_seed_same_keep_indices(setup, method):
+    kwargs = _cell(setup, method)
+    model, inputs = setup.model, setup.inputs([(1, 0)])
     keeps = []
     for _ in range(2):
-        with mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method]) as session:
+        with mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **kwargs) as session:
             _logits(model, inputs)
         call = session.last_call
         keeps.append(
@@ -128,26 +177,39 @@ def test_same_seed_same_keep_indices(model, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_model_restored_after_exit_and_after_error(model, method):
-    inputs = single_inputs(n_images=1)
+def test_model_restored_after_exit_and_after_error(setup, method):
+    kwargs = _cell(setup, method)
+    model, inputs = setup.model, setup.inputs([(1, 0)])
     baseline = _logits(model, inputs)
-    modules_before = [type(m) for m in model.modules()]
-    hooks_before = _hook_count(model)
-    text_impl = model.config.text_config._attn_implementation
-    vision_impl = model.config.vision_config._attn_implementation
+    state = _model_state(model)
 
-    with mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method]):
+    with mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **kwargs):
         pruned = _logits(model, inputs)
     assert pruned.shape[1] < baseline.shape[1] or not torch.equal(pruned, baseline)
-    with (
-        pytest.raises(RuntimeError, match="boom"),
-        mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method]),
-    ):
+    with pytest.raises(RuntimeError, match="boom"), mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **kwargs):
         _logits(model, inputs)
         raise RuntimeError("boom")
 
-    assert [type(m) for m in model.modules()] == modules_before
-    assert _hook_count(model) == hooks_before
-    assert model.config.text_config._attn_implementation == text_impl
-    assert model.config.vision_config._attn_implementation == vision_impl
+    assert _model_state(model) == state
+    assert torch.equal(_logits(model, inputs), baseline)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_unsupported_cells_raise_before_touching_the_model(family):
+    """Every cell the method declares unsupported raises that reason from ``apply``; no other cell raises
+    ``NotSupportedError`` there; either way the model is left exactly as it was."""
+    model = FAMILIES[family].build()
+    inputs = FAMILIES[family].inputs(model, [(1, 0)])
+    baseline, state = _logits(model, inputs), _model_state(model)
+    parameters = {name: p.clone() for name, p in model.named_parameters()}
+    for method in METHODS:
+        reason = _reason(model, method)
+        if reason is None:
+            mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method]).close()
+            continue
+        with pytest.raises(NotSupportedError) as error:
+            mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method])
+        assert reason in str(error.value), (method, family)
+        assert _model_state(model) == state, (method, family)
+    assert all(torch.equal(p, parameters[name]) for name, p in model.named_parameters())
     assert torch.equal(_logits(model, inputs), baseline)

@@ -17,7 +17,7 @@ from mmaccel.engine.layers import LayerStage, positions_mode
 from mmaccel.engine.sequence import VisualLayout, rebuild_prompt, take_tokens, visual_layout
 from mmaccel.engine.tower import TowerStage
 from mmaccel.engine.visual import VisualStage
-from mmaccel.errors import NotSupportedError
+from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.methods.base import Stage, TokenMethod
 from mmaccel.methods.registry import build_method
 from mmaccel.models.base import ModelAdapter
@@ -65,7 +65,23 @@ class Session:
         elif Stage.VISION_ENCODER in method.stage:
             self._visual = TowerStage(method, adapter)  # hands its result on like a pre-LLM reduction
         self._layers = LayerStage(method, adapter) if Stage.LLM_PREFILL in method.stage else None
+        self._frames_only = method.stage == Stage.FRAMES  # acts on the images before the processor, only
+        self.resized: list = []  # FRAMES methods: one record per image passed through prepare_images
+        self._prepared = False
         self._signature = inspect.signature(adapter.base_model.forward)
+
+    def prepare_images(self, images: Any, processor: Any) -> Any:
+        """Images as the method wants them before ``processor`` (resized by ``downsample``; others: unchanged).
+
+        Call it on the images of every prompt before the processor; each image's record is appended to
+        ``session.resized``. For methods that do not act before the processor it returns ``images`` itself.
+        """
+        if Stage.FRAMES not in self.method.stage:
+            return images
+        images, records = self.method.resize(images, processor)
+        self.resized.extend(records)
+        self._prepared = True
+        return images
 
     @property
     def last_call(self) -> TokenContext:
@@ -111,6 +127,13 @@ class Session:
         past = cache.get_seq_length() if cache is not None else 0
         input_ids = kwargs.get("input_ids")
         has_images = input_ids is not None and bool(torch.isin(input_ids, self._token_tensor(input_ids)).any())
+        if self._frames_only:  # the model runs unmodified on the prepared images
+            if past == 0 and has_images and not self._prepared:
+                raise ConfigError(
+                    f"method {self.method.name!r} acts on the images before the processor: pass them through "
+                    "session.prepare_images(images, processor) first"
+                )
+            return None
         if past == 0:
             self._sequence = None
             if self._layers is not None:

@@ -11,6 +11,7 @@ from mmaccel.methods.base import (
     VisualReduction,
     VisualTokens,
 )
+from mmaccel.methods.downsample import Downsample
 from mmaccel.methods.evit import EViT
 from mmaccel.methods.fastervlm import FasterVLM
 from mmaccel.methods.fastv import FastV
@@ -25,6 +26,7 @@ from mmaccel.methods.visionzip import VisionZip
 __all__ = [
     "BlockReduction",
     "BlockTokens",
+    "Downsample",
     "EViT",
     "FastV",
     "FasterVLM",

@@ -206,22 +206,37 @@ class TokenMethod:
     def keeps_all(self, n_tokens: int) -> bool:
         return self.keep_count(n_tokens) >= n_tokens
 
+    # -- support: which model families this method runs on, and why not elsewhere ----------------------------------
+    def unsupported_reason(self, adapter: ModelAdapter) -> str | None:
+        """Why this method cannot run on ``adapter``'s model, or None when it can.
+
+        Only what the model lacks counts here (a CLS token, vision blocks the engine can reduce inside, a
+        resolution that follows the image); hyper-parameter ranges are :meth:`validate`'s. :meth:`validate` raises
+        this reason as ``NotSupportedError`` before the model is touched, and the README's support matrix is
+        generated from it (``python scripts/support_matrix.py``). Subclasses extend it with ``super()``.
+        """
+        if self.needs.cls_token and not adapter.has_cls_token() and not adapter.scores_without_cls():
+            return f"needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
+        if Stage.VISION_ENCODER in self.stage:
+            reason = adapter.tower_unsupported_reason()
+            return None if reason is None else f"acts inside the vision tower ({reason})"
+        return None
+
     # -- validation against a model (before anything is touched) ---------------------------------------------
     def validate(self, adapter: ModelAdapter) -> None:
         """Raise ``ConfigError``/``NotSupportedError`` if the method cannot run on this model as configured."""
+        reason = self.unsupported_reason(adapter)
+        if reason is not None:
+            raise NotSupportedError(f"method {self.name!r} {reason}")
         n_tokens = adapter.tokens_per_image()
         if isinstance(self.budget, int) and n_tokens is not None and self.budget > n_tokens:
             raise ConfigError(
                 f"budget={self.budget} asks for more visual tokens than an image has: "
                 f"{adapter.name} produces {n_tokens} per image, so an int budget must be in [1, {n_tokens}]"
             )
-        if self.needs.cls_token and not adapter.has_cls_token() and not adapter.scores_without_cls():
-            raise NotSupportedError(
-                f"method {self.name!r} needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
-            )
         vision_scores = self.needs.cls_token or self.needs.vision_keys or self.needs.vision_reader_qk
         substitute = vision_scores and not adapter.has_cls_token() and adapter.scores_without_cls()
-        if substitute and "flash" in adapter.attn_implementation("vision"):
+        if substitute and "flash" in adapter.attn_implementation("vision"):  # a setting, not the family
             raise NotSupportedError(
                 f"method {self.name!r} reads the vision tower's attention per image, and {adapter.name}'s tower "
                 "packs all images into one FlashAttention call; use sdpa or eager attention in the vision tower"

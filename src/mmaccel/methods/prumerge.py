@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 import torch.nn.functional as F
 
-from mmaccel.errors import ConfigError, NotSupportedError
+from mmaccel.errors import ConfigError
 from mmaccel.methods.base import Needs, Stage, TokenMethod, VisualReduction, VisualTokens, check_positions
 from mmaccel.methods.registry import register_method
 from mmaccel.ops.outliers import adaptive_keep_count, iqr_outlier_count
@@ -72,12 +72,10 @@ class PruMerge(TokenMethod):
         if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 1:
             raise ConfigError(f"{self.name}: neighbours must be an int >= 1, got {self.neighbours!r}")
 
-    def validate(self, adapter: ModelAdapter) -> None:
-        super().validate(adapter)
-        if not adapter.has_cls_token() and not adapter.scores_without_cls():
-            raise NotSupportedError(
-                f"method {self.name!r} needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
-            )
+    def unsupported_reason(self, adapter: ModelAdapter) -> str | None:
+        if not adapter.has_cls_token() and not adapter.scores_without_cls():  # the IQR outliers need CLS scores
+            return f"needs a CLS token in the vision tower, and {adapter.name}'s tower has none"
+        return super().unsupported_reason(adapter)
 
     def keeps_all(self, n_tokens: int) -> bool:
         return self.budget is not None and super().keeps_all(n_tokens)

@@ -138,6 +138,19 @@ class ModelAdapter(ABC):
         """Index (>= 0) in :meth:`vision_blocks` of the block whose output is the visual features."""
         raise NotSupportedError(f"methods inside the vision tower are not supported on {self.name} models")
 
+    def tower_unsupported_reason(self) -> str | None:
+        """Why methods acting inside the vision tower cannot run on this model, or None when they can.
+
+        Derived from :meth:`vision_blocks` and :meth:`feature_block`: an adapter declares the tower unsupported
+        by leaving them to raise ``NotSupportedError`` with its reason.
+        """
+        try:
+            self.vision_blocks()
+            self.feature_block()
+        except NotSupportedError as error:
+            return str(error)
+        return None
+
     @property
     @abstractmethod
     def image_token_id(self) -> int: ...
