@@ -109,6 +109,17 @@ class TinyFamily:
     adapter: str
     build: Callable[..., Any]
     inputs: Callable[[Any, Rows], dict[str, torch.Tensor]]
+    # Per image of a batch, the token counts a budget applies to separately (anyres tiles); None: whole images.
+    # Tokens of an image outside its units (anyres newlines) are always kept.
+    units: Callable[[Any, dict[str, torch.Tensor]], list[list[int]]] | None = None
+
+
+def budget_units(model, family: TinyFamily, inputs: dict[str, torch.Tensor]) -> list[list[int]]:
+    """Per image of ``inputs``, the token counts its budget applies to (the whole image but for anyres tiles)."""
+    if family.units is not None:
+        return family.units(model, inputs)
+    n_image = tokens_per_image(model, family)
+    return [[n_image]] * (int((inputs["input_ids"] == IMAGE_TOKEN).sum()) // n_image)
 
 
 def tokens_per_image(model, family: TinyFamily) -> int:
@@ -319,12 +330,20 @@ def tiny_qwen2_5_vl(attn: str = "sdpa", seed: int = 0):
     return _finish(Qwen2_5_VLForConditionalGeneration(config), attn)
 
 
+def anyres_units(model, inputs: dict[str, torch.Tensor]) -> list[list[int]]:
+    """Patch tokens of each tile of each image (the adapter's tile layout; newlines are outside the tiles)."""
+    from mmaccel.models.registry import adapter_for
+
+    layouts = adapter_for(model).visual_layouts("image", {"image_sizes": inputs["image_sizes"]})
+    return [[len(layout.positions(unit)) for unit in layout.grids] for layout in layouts]
+
+
 # Adding a family is one line: its adapter's name, a builder and a prompt builder.
 FAMILIES: dict[str, TinyFamily] = {
     "llava": TinyFamily("llava", tiny_llava, llava_rows),
     "siglip_llava": TinyFamily("llava", siglip_llava, llava_rows),
-    "llava_next": TinyFamily("llava_next", tiny_llava_next, anyres_rows),
-    "llava_onevision": TinyFamily("llava_onevision", tiny_llava_onevision, anyres_rows),
+    "llava_next": TinyFamily("llava_next", tiny_llava_next, anyres_rows, units=anyres_units),
+    "llava_onevision": TinyFamily("llava_onevision", tiny_llava_onevision, anyres_rows, units=anyres_units),
     "qwen2_vl": TinyFamily("qwen2_vl", tiny_qwen2_vl, qwen_rows),
     "qwen2_5_vl": TinyFamily("qwen2_5_vl", tiny_qwen2_5_vl, qwen_rows),
 }

@@ -28,3 +28,10 @@ def test_demo_runs_every_method(capsys):
 def test_demo_rejects_bad_budget(capsys):
     assert main(["demo", "--budgets", "1.5"]) == 2
     assert "--budgets must be fractions in (0, 1]" in capsys.readouterr().err
+
+
+def test_list_support_prints_the_matrix(capsys):
+    assert main(["list", "support"]) == 0
+    out = capsys.readouterr().out
+    assert "| method | LLaVA-1.5" in out
+    assert "| `downsample` | not supported: needs a model whose visual token count follows the image size" in out

@@ -21,8 +21,14 @@ from mmaccel.errors import NotSupportedError
 from mmaccel.methods.base import Stage
 from mmaccel.methods.registry import get_method
 from mmaccel.models.registry import ADAPTERS, adapter_for
-from mmaccel.ops.select import keep_count
-from tiny_models import FAMILIES, GENERATE_KWARGS, TinyFamily, available_families, tokens_per_image
+from tiny_models import (
+    FAMILIES,
+    GENERATE_KWARGS,
+    TinyFamily,
+    available_families,
+    budget_units,
+    tokens_per_image,
+)
 
 METHODS = sorted(METHOD_MATRIX)
 FAMILY_NAMES = available_families()
@@ -41,10 +47,14 @@ class Setup:
     name: str
     family: TinyFamily
     model: Any
-    n_image: int  # placeholder tokens of one image
+    n_image: int  # placeholder tokens of one image (every test image has the same size)
 
     def inputs(self, rows):
         return self.family.inputs(self.model, rows)
+
+    def units(self, inputs) -> list[list[int]]:
+        """Per image, the token counts the budget applies to (whole images; anyres tiles)."""
+        return budget_units(self.model, self.family, inputs)
 
 
 @pytest.fixture(
@@ -98,8 +108,8 @@ def _model_state(model) -> tuple:
 @pytest.mark.parametrize("budget", ["all", 1.0])
 def test_keep_all_budget_is_bit_identical(setup, method, budget):
     kwargs = _cell(setup, method)
-    budget = setup.n_image if budget == "all" else budget
     model, inputs = setup.model, setup.inputs([(2, 0)])
+    budget = max(n for units in setup.units(inputs) for n in units) if budget == "all" else budget
     expected = _logits(model, inputs)
     expected_tokens = model.generate(**inputs, max_new_tokens=6, **GENERATE_KWARGS)
     with mmaccel.apply(model, method, budget=budget, **kwargs) as session:
@@ -115,31 +125,34 @@ def test_keep_all_budget_is_bit_identical(setup, method, budget):
 @pytest.mark.parametrize("budget", [PARTIAL_BUDGET, 0.25])
 def test_kept_count_equals_budget(setup, method, budget):
     kwargs = _cell(setup, method)
-    model, inputs, n_image = setup.model, setup.inputs([(2, 0)]), setup.n_image
+    model, inputs = setup.model, setup.inputs([(2, 0)])
     with mmaccel.apply(model, method, budget=budget, **kwargs) as session:
         out = model.generate(**inputs, max_new_tokens=4, **GENERATE_KWARGS)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 4
-    kept = keep_count(budget, n_image)
+    instance, units = session.method, [n for image in setup.units(inputs) for n in image]
+    total = 2 * setup.n_image
+    always = total - sum(units)  # tokens outside every budget unit (anyres newlines) are kept
     stats = session.last_call.stats[0]
-    assert stats.visual_tokens == 2 * n_image
-    if hasattr(session.method, "layer_plan"):  # the budget is a layer average: each layer as the method plans
-        plan = session.method.layer_plan(n_image, len(stats.layer_tokens))
-        assert stats.layer_tokens == [2 * n for n in plan]
-        assert stats.llm_input_tokens == 2 * n_image
-        assert stats.equivalent_tokens == pytest.approx(2 * sum(plan) / len(plan))
-        assert [out for _, out in stats.stages.values()] == [
-            2 * plan[layer] for layer in session.method.prune_layers(len(plan))
-        ]
+    assert stats.visual_tokens == total
+    n_layers = len(stats.layer_tokens)
+    if hasattr(instance, "layer_plan"):  # the budget is a layer average: each unit as the method plans it
+        plans = [instance.layer_plan(n, n_layers) for n in units]
+        per_layer = [always + sum(plan[layer] for plan in plans) for layer in range(n_layers)]
+        assert stats.layer_tokens == per_layer
+        assert stats.llm_input_tokens == total
+        assert stats.equivalent_tokens == pytest.approx(sum(per_layer) / n_layers)
+        assert [out for _, out in stats.stages.values()] == [per_layer[i] for i in instance.prune_layers(n_layers)]
         return
+    kept = always + sum(instance.keep_count(n) for n in units)
     ((stage_in, stage_out),) = stats.stages.values()
-    assert (stage_in, stage_out) == (2 * n_image, 2 * kept)
-    assert stats.layer_tokens[-1] == 2 * kept
+    assert (stage_in, stage_out) == (total, kept)
+    assert stats.layer_tokens[-1] == kept
     if kwargs.get("k") is not None:
-        k, n_layers = kwargs["k"], len(stats.layer_tokens)
-        assert stats.layer_tokens == [2 * n_image] * k + [2 * kept] * (n_layers - k)
-        assert stats.equivalent_tokens == pytest.approx((k * 2 * n_image + (n_layers - k) * 2 * kept) / n_layers)
+        k = kwargs["k"]
+        assert stats.layer_tokens == [total] * k + [kept] * (n_layers - k)
+        assert stats.equivalent_tokens == pytest.approx((k * total + (n_layers - k) * kept) / n_layers)
     else:
-        assert stats.llm_input_tokens == stats.equivalent_tokens == 2 * kept
+        assert stats.llm_input_tokens == stats.equivalent_tokens == kept
 
 
 @pytest.mark.parametrize("method", METHODS)

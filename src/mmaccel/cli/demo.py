@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import mmaccel
+    from mmaccel.models.registry import adapter_for
     from mmaccel.models.tiny import tiny_inputs, tiny_llava
     from mmaccel.ops.flops import llava_shape
 
@@ -68,7 +69,12 @@ def run(args: argparse.Namespace) -> int:
     full_flops = shape.prefill_flops(
         [n_text + model.config.image_seq_length] * shape.decoder.layers, 1, model.config.image_seq_length
     )
+    adapter = adapter_for(model)
     for name in mmaccel.list_methods():
+        reason = mmaccel.get_method(name)().unsupported_reason(adapter)
+        if reason is not None:  # e.g. downsample on a fixed-resolution model
+            table.add_row(name, "–", f"not supported: {reason}", "", "", "", "")
+            continue
         for budget in args.budgets:
             with mmaccel.apply(model, name, budget=budget) as session:
                 tokens, ms = measure()

@@ -1,4 +1,4 @@
-"""``mmaccel list methods|models|benchmarks``."""
+"""``mmaccel list methods|models|benchmarks|support``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("list", help="list methods, supported models or benchmarks")
-    parser.add_argument("what", choices=["methods", "models", "benchmarks"])
+    parser = subparsers.add_parser(
+        "list", help="list methods, supported models, benchmarks, or the method x model-family support matrix"
+    )
+    parser.add_argument("what", choices=["methods", "models", "benchmarks", "support"])
     parser.set_defaults(func=run)
 
 
@@ -23,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
         from mmaccel.models import supported_models
 
         print("\n".join(supported_models()))
+    elif args.what == "support":
+        from mmaccel.support import render, support_matrix
+
+        print(render(support_matrix()))
     else:
         from mmaccel.eval.benchmarks.registry import list_benchmarks
 

@@ -68,6 +68,15 @@ class RunSpec:
         return f"{self.benchmark}/{self.method}-{budget_label(self.budget)}"
 
 
+def default_methods(names: list[str]) -> list[str]:
+    """The methods of a sweep that names none: all but those acting before the processor (``downsample``), which
+    need a dynamic-resolution model and run only when named."""
+    from mmaccel.methods.base import Stage
+    from mmaccel.methods.registry import get_method
+
+    return [name for name in names if get_method(name).stage != Stage.FRAMES]
+
+
 def plan_runs(config: EvalConfig) -> list[RunSpec]:
     """Every run of ``config``, validated (names, budgets, hyper-parameters) before any model is loaded."""
     from mmaccel.eval.benchmarks import get_benchmark
@@ -75,7 +84,7 @@ def plan_runs(config: EvalConfig) -> list[RunSpec]:
     from mmaccel.toy.suites import SUITES, list_suites
 
     benchmarks = config.benchmarks or list_suites()
-    methods = config.methods or [BASELINE, *list_methods()]
+    methods = config.methods or [BASELINE, *default_methods(list_methods())]
     unknown_options = sorted(set(config.method_options) - set(methods))
     if unknown_options:
         raise ConfigError(f"method_options names {', '.join(unknown_options)}, which are not among the methods")
@@ -330,12 +339,14 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         if config.timing:  # warm-up: the first call of a configuration pays one-off costs
-            _generate(model, processor, data, todo[:2], 2, None)
+            _generate(model, processor, data, todo[:2], 2, None, session)
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start : start + config.batch_size]
             timer = GenerationTimer(config.device) if config.timing else None
             with PeakMemory(torch.device(config.device)) as memory:
-                answers, inputs, new_tokens = _generate(model, processor, data, chunk, config.max_new_tokens, timer)
+                answers, inputs, new_tokens = _generate(
+                    model, processor, data, chunk, config.max_new_tokens, timer, session
+                )
             calls_stats = session.last_call.stats if session is not None else None
             records = []
             for row, index in enumerate(chunk):
@@ -376,8 +387,11 @@ def _record(data: _Loaded, index: int, answer: str, efficiency: dict[str, Any]) 
 
 
 @torch.no_grad()
-def _generate(model, processor, data: _Loaded, chunk: list[int], max_new_tokens: int, timer):
-    """Greedy answers of the requests ``chunk`` (first sample indices), the model inputs and tokens generated."""
+def _generate(model, processor, data: _Loaded, chunk: list[int], max_new_tokens: int, timer, session=None):
+    """Greedy answers of the requests ``chunk`` (first sample indices), the model inputs and tokens generated.
+
+    ``session``: the open method, which prepares the images before the processor (``downsample`` resizes them).
+    """
     from PIL import Image
 
     images, texts = [], []
@@ -389,6 +403,8 @@ def _generate(model, processor, data: _Loaded, chunk: list[int], max_new_tokens:
         images.append(image.convert("RGB"))
         content = [{"type": "image"}, {"type": "text", "text": data.prompts[index]}]
         texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True))
+    if session is not None:
+        images = session.prepare_images(images, processor)
     inputs = processor(images=images, text=texts, return_tensors="pt", padding=True).to(model.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=timer)  # [b, L + n]
