@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -37,7 +38,7 @@ def tiny_llava(attn: str = "sdpa", strategy: str = "default", layers: int = 4, s
     )
 
 
-def siglip_llava(seed: int = 0, attn: str = "sdpa"):
+def siglip_llava(seed: int = 0, attn: str = "sdpa", layers: int = 2):
     """A tiny LLaVA with a SigLIP tower: no CLS token, all 16 patches fed to the LM (``"full"`` strategy)."""
     from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
@@ -51,7 +52,7 @@ def siglip_llava(seed: int = 0, attn: str = "sdpa"):
             patch_size=PATCH,
         ),
         text_config=LlamaConfig(
-            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4
         ),
         image_token_index=IMAGE_TOKEN,
         image_seq_length=TOKENS_PER_IMAGE,
@@ -341,7 +342,7 @@ def anyres_units(model, inputs: dict[str, torch.Tensor]) -> list[list[int]]:
 # Adding a family is one line: its adapter's name, a builder and a prompt builder.
 FAMILIES: dict[str, TinyFamily] = {
     "llava": TinyFamily("llava", tiny_llava, llava_rows),
-    "siglip_llava": TinyFamily("llava", siglip_llava, llava_rows),
+    "siglip_llava": TinyFamily("llava", partial(siglip_llava, layers=4), llava_rows),
     "llava_next": TinyFamily("llava_next", tiny_llava_next, anyres_rows, units=anyres_units),
     "llava_onevision": TinyFamily("llava_onevision", tiny_llava_onevision, anyres_rows, units=anyres_units),
     "qwen2_vl": TinyFamily("qwen2_vl", tiny_qwen2_vl, qwen_rows),

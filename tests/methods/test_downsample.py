@@ -84,6 +84,7 @@ def test_budget_below_the_smallest_image_uses_the_smallest_and_warns(caplog):
         _, (record,) = Downsample(budget=0.01).resize([_image(720, 1280)], processor)
     assert record.tokens_out > record.target
     assert record.tokens_out < record.tokens_in
+    assert min(record.size_out) > 100  # the largest size that makes the fewest tokens, not a few pixels
     assert "smallest image" in caplog.text
 
 

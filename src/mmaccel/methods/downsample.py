@@ -87,11 +87,10 @@ class Downsample(TokenMethod):
     stage = Stage.FRAMES
 
     def unsupported_reason(self, adapter: ModelAdapter) -> str | None:
-        n_tokens = adapter.tokens_per_image()
-        if n_tokens is not None:
+        if adapter.tokens_per_image() is not None:
             return (
-                f"needs a model whose visual token count follows the image size; {adapter.name} turns every image "
-                f"into {n_tokens} tokens at its fixed input resolution, so a smaller image gives no fewer tokens"
+                f"needs a model whose visual token count follows the image size; {adapter.name} resizes every image "
+                "to its fixed input resolution, so a smaller image gives no fewer tokens"
             )
         return super().unsupported_reason(adapter)
 
@@ -124,7 +123,8 @@ class Downsample(TokenMethod):
             high, low = low, low - step
         if low < 1:
             if count(*size_at(1)) > target:
-                size = min((size_at(side) for side in range(1, longest + 1, step)), key=lambda hw: count(*hw))
+                # the fewest tokens the processor makes, at the largest size that makes them
+                size = min((size_at(side) for side in range(longest, 0, -step)), key=lambda hw: count(*hw))
                 tokens = count(*size)
                 log.warning(
                     "downsample: budget=%r asks for %d tokens, but the smallest image the processor takes makes %d",
