@@ -63,8 +63,8 @@ class Downsample(TokenMethod):
     the largest size whose token count is at most the target, ``round(budget * tokens)`` for a float budget
     (at least 1), ``budget`` for an int (an image with fewer tokens is left as it is). Images are never enlarged.
     When even the smallest size makes more tokens than the target (LLaVA-NeXT always keeps its base tile, Qwen's
-    processor enlarges images below ``min_pixels``), the smallest size is used and a warning logged; the counts
-    are in ``session.resized``.
+    processor enlarges images below ``min_pixels``), the largest size within 5 % of the fewest tokens is used and
+    a warning logged; the counts are in ``session.resized``.
 
     Supported where the token count follows the image size (``adapter.tokens_per_image()`` is None: Qwen2-VL,
     Qwen2.5-VL, LLaVA-NeXT, LLaVA-OneVision). On a fixed-resolution model (LLaVA-1.5) the processor resizes every
@@ -123,8 +123,7 @@ class Downsample(TokenMethod):
             high, low = low, low - step
         if low < 1:
             if count(*size_at(1)) > target:
-                # the fewest tokens the processor makes, at the largest size that makes them
-                size = min((size_at(side) for side in range(longest, 0, -step)), key=lambda hw: count(*hw))
+                size = self._floor_size([size_at(side) for side in range(longest, 0, -step)], count)
                 tokens = count(*size)
                 log.warning(
                     "downsample: budget=%r asks for %d tokens, but the smallest image the processor takes makes %d",
@@ -142,6 +141,14 @@ class Downsample(TokenMethod):
                 high = middle
         size = size_at(low)
         return Resized((height, width), size, tokens_in, count(*size), target)
+
+    @staticmethod
+    def _floor_size(sizes: list[tuple[int, int]], count: TokenCounter) -> tuple[int, int]:
+        """Of ``sizes`` (largest first), the largest within 5 % of the fewest tokens: below the processor's floor,
+        smaller images only shave rounding (a few pixels wide they still make LLaVA-NeXT's base tile)."""
+        counts = [count(*size) for size in sizes]
+        floor = min(counts)
+        return next(size for size, n in zip(sizes, counts) if n <= floor * 1.05)
 
     # -- images -------------------------------------------------------------------------------------------------------
     def resize(self, images: Any, processor: Any) -> tuple[Any, list[Resized]]:
