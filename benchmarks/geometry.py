@@ -33,7 +33,7 @@ class Size:
     vision_hidden: int | None = None  # None: the family's real width
 
 
-QUICK = Size(layers=2, hidden=256, vision_layers=2, vision_hidden=128)
+QUICK = Size(layers=4, hidden=256, vision_layers=2, vision_hidden=128)  # 4 layers: FastV prunes at 2
 
 
 def _decoder(kind: str, size: Size) -> dict:

@@ -4,7 +4,7 @@
 (``--layers``, d=``--hidden``, SwiGLU, 16 heads) with a 32000 vocabulary; the prompt has 576 image tokens and 62
 text tokens. ``--family llava_next|llava_onevision|qwen2_vl|qwen2_5_vl``: that family's tower and tile or patch
 grid (``benchmarks/geometry.py``), same decoder size and text. Only the methods the family supports run (the
-README's support matrix). ``--quick``: narrow and shallow (2-layer d=256 decoder, 2-block d=128 tower, one run)
+README's support matrix). ``--quick``: narrow and shallow (4-layer d=256 decoder, 2-block d=128 tower, one run)
 with the real token counts, small enough for a CPU smoke run.
 Prefill = ``model(**inputs, logits_to_keep=1)`` including the vision tower and projector, as ``generate``'s
 first step. Each configuration: warm-up runs, then the median of ``--runs`` timed runs (``torch.cuda.synchronize``
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", default="llava", choices=FAMILIES, help="model family (geometry.py)")
     parser.add_argument("--quick", action="store_true", help="narrow, shallow model and one run: a CPU smoke test")
-    parser.add_argument("--layers", type=int, default=None, help="decoder layers (default 8; --quick 2)")
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers (default 8; --quick 4)")
     parser.add_argument("--hidden", type=int, default=None, help="decoder width (default 1024; --quick 256)")
     parser.add_argument("--vision-layers", type=int, default=None, help="default: the family's real depth")
     parser.add_argument("--vision-hidden", type=int, default=None, help="default: the family's real width")

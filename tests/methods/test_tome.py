@@ -162,6 +162,9 @@ def test_proportional_attention_needs_a_kernel_that_takes_a_float_mask():
         def feature_block(self):
             return 1
 
+        def tower_unsupported_reason(self):
+            return None
+
         def attn_implementation(self, part):
             return "flash_attention_2"
 
