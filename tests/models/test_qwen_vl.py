@@ -23,6 +23,7 @@ from mmaccel.models.tiny import (
 BUILDERS = {"qwen2_vl": tiny_qwen2_vl, "qwen2_5_vl": tiny_qwen2_5_vl}
 FAMILIES = sorted(BUILDERS)
 METHODS = sorted(METHOD_MATRIX)
+BEFORE_PROCESSOR = {"downsample"}  # acts on the images: tests/methods/test_downsample.py
 IN_TOWER = {"tome", "evit"}  # raise NotSupportedError in validate on this family
 GRIDS = [(1, 8, 8), (1, 4, 8)]  # 16 and 8 language-model tokens
 TOKENS = [16, 8]
@@ -145,6 +146,8 @@ def _apply(model, method, budget):
 def _supported(method):
     if method in IN_TOWER:
         pytest.skip("raises NotSupportedError on this family (tested above)")
+    if method in BEFORE_PROCESSOR:
+        pytest.skip("acts on the images before the processor: tests/methods/test_downsample.py")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
