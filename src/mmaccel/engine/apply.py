@@ -15,6 +15,7 @@ from mmaccel.engine.encoded import EncodedVisualStage
 from mmaccel.engine.hooks import HookSet
 from mmaccel.engine.layers import LayerStage, positions_mode
 from mmaccel.engine.sequence import VisualLayout, rebuild_prompt, take_tokens, visual_layout
+from mmaccel.engine.tiles import TiledStage
 from mmaccel.engine.tower import TowerStage
 from mmaccel.engine.visual import VisualStage
 from mmaccel.errors import ConfigError, NotSupportedError
@@ -58,11 +59,12 @@ class Session:
         self._hooks = HookSet()
         self._sequence: _Sequence | None = None
         self._visual: VisualStage | None = None
-        if Stage.VISUAL_OUTPUT in method.stage and adapter.reduction_module() is None:
+        self._tiles = TiledStage(method, adapter) if adapter.tiled else None  # all methods on tiled models
+        if self._tiles is None and Stage.VISUAL_OUTPUT in method.stage and adapter.reduction_module() is None:
             self._visual = EncodedVisualStage(method, adapter)  # reduces the encoder's per-item output
-        elif Stage.VISUAL_OUTPUT in method.stage:
+        elif self._tiles is None and Stage.VISUAL_OUTPUT in method.stage:
             self._visual = VisualStage(method, adapter)
-        elif Stage.VISION_ENCODER in method.stage:
+        elif self._tiles is None and Stage.VISION_ENCODER in method.stage:
             self._visual = TowerStage(method, adapter)  # hands its result on like a pre-LLM reduction
         self._layers = LayerStage(method, adapter) if Stage.LLM_PREFILL in method.stage else None
         self._frames_only = method.stage == Stage.FRAMES  # acts on the images before the processor, only
@@ -94,6 +96,8 @@ class Session:
         if id(self.model) in _ACTIVE:
             raise NotSupportedError("a method is already applied to this model; sessions cannot be nested")
         try:
+            if self._tiles is not None:
+                self._tiles.install(self._hooks)
             if self._visual is not None:
                 self._visual.install(self._hooks)
             if self._layers is not None:
@@ -184,6 +188,8 @@ class Session:
         if mask2d is None:
             mask2d = torch.ones_like(input_ids)
 
+        if self._tiles is not None:
+            return self._start_tiled(kwargs, cache, mask2d, positions)
         pending: dict[str, Any] = {}
         if self._visual is not None:
             kwargs = self._visual.encode_if_needed(kwargs)
@@ -222,6 +228,40 @@ class Session:
             self._layers.start(context, cache, index, mask2d, positions)
         self._sequence = sequence
         return kwargs
+
+    def _start_tiled(self, kwargs: dict[str, Any], cache: Any, mask2d, positions) -> dict[str, Any]:
+        """Prefill on a tiled model (anyres tiles, video frames): see :mod:`mmaccel.engine.tiles`."""
+        assert self._tiles is not None
+        length = kwargs["input_ids"].shape[1]
+        mode = positions_mode(self.method, self.adapter)
+        prefill = self._tiles.prefill(kwargs, mask2d, positions, mode, self.adapter.text_config.pad_token_id or 0)
+        stats = [
+            SampleStats(images=images, visual_tokens=n_in) for images, n_in in zip(prefill.images, prefill.visual_in)
+        ]
+        context = TokenContext(stats=stats)
+        self.calls.append(context)
+        if self._tiles.reduces:
+            for row_stats, n_in, n_out in zip(stats, prefill.visual_in, prefill.visual_out):
+                row_stats.stages[TiledStage.stage_name] = (n_in, n_out)
+            context.visual_keep = list(prefill.keep)
+            context.visual_groups = list(prefill.groups)
+        index = prefill.visual_index
+        sequence = _Sequence(
+            context=context,
+            cache=cache,
+            input_length=length,
+            prompt_length=index.shape[1],
+            prompt_mask=prefill.attention_mask if prefill.reduced else None,
+            shift=prefill.shift,
+            positions_mode=mode,
+        )
+        n_layers = self.adapter.num_text_layers()
+        for row, row_stats in enumerate(stats):
+            row_stats.layer_tokens = [int((index[row] >= 0).sum())] * n_layers
+        if self._layers is not None:
+            self._layers.start(context, cache, index, prefill.attention_mask, prefill.position_ids)
+        self._sequence = sequence
+        return prefill.kwargs
 
     def _prompt_positions(self, kwargs: dict[str, Any], mask2d: torch.Tensor | None) -> torch.Tensor:
         """The prompt's positions as the model will use them: (B, N), or the (3, B, N) M-RoPE rows t, h, w."""

@@ -182,7 +182,9 @@ class TokenMethod:
     """Base of every method: a stage, its needs and a validated ``budget``.
 
     ``budget``: an ``int`` is the number of visual tokens kept per image (entering the language model for
-    pre-LLM methods, after layer K for in-LLM methods); a ``float`` in (0, 1] is the fraction kept.
+    pre-LLM methods, after layer K for in-LLM methods); a ``float`` in (0, 1] is the fraction kept. On tiled
+    models (LLaVA-NeXT, LLaVA-OneVision) the budget applies to every tile or video frame instead, a smaller
+    unit keeping all its tokens (:mod:`mmaccel.engine.tiles`).
     """
 
     name: ClassVar[str] = ""
@@ -198,6 +200,10 @@ class TokenMethod:
     # -- budget ----------------------------------------------------------------------------------------------
     def keep_count(self, n_tokens: int) -> int:
         """Visual tokens kept out of ``n_tokens`` under this method's budget."""
+        if isinstance(self.budget, int) and not isinstance(self.budget, bool) and self.budget > n_tokens:
+            # validate() bounds an int budget by the largest image (or tile); a smaller tile (cut by unpadding)
+            # or a pooled video frame keeps all of its tokens
+            return n_tokens
         try:
             return keep_count(self.budget, n_tokens)
         except ValueError as error:
@@ -233,6 +239,12 @@ class TokenMethod:
             raise ConfigError(
                 f"budget={self.budget} asks for more visual tokens than an image has: "
                 f"{adapter.name} produces {n_tokens} per image, so an int budget must be in [1, {n_tokens}]"
+            )
+        n_tile = adapter.tokens_per_tile() if n_tokens is None else None
+        if isinstance(self.budget, int) and n_tile is not None and self.budget > n_tile:
+            raise ConfigError(
+                f"budget={self.budget} asks for more visual tokens than a tile has: an int budget is the tokens "
+                f"kept per tile on {adapter.name}, whose tiles have {n_tile}, so it must be in [1, {n_tile}]"
             )
         vision_scores = self.needs.cls_token or self.needs.vision_keys or self.needs.vision_reader_qk
         substitute = vision_scores and not adapter.has_cls_token() and adapter.scores_without_cls()

@@ -28,6 +28,11 @@ class FasterVLM(ScorePruner):
     Reference: Theia-4869/FasterVLM:llava/model/multimodal_encoder/clip_encoder.py and
     llava/model/llava_arch.py (``encode_images``), commit f5d5f12.
 
+    Towers without a CLS token (LLaVA-OneVision's SigLIP): the score is the attention each patch receives in the
+    feature layer, mean over queries and heads, as the references do for SigLIP. Tiled models (LLaVA-NeXT,
+    LLaVA-OneVision): ``budget`` tokens per tile or frame, newline tokens all kept, as the reference's
+    LLaVA-NeXT path (:mod:`mmaccel.engine.tiles`).
+
     Differences from reference:
     - Selects before the projector and projects only the kept tokens; the reference projects all tokens and
       then masks. The projector acts per token, so the kept features are the same up to float rounding, and

@@ -42,6 +42,10 @@ class PruMerge(TokenMethod):
     (ICCV 2025). Reference: 42Shawn/LLaVA-PruMerge:llava/model/multimodal_encoder/clip_encoder.py
     (``token_prune_merge_advanced``), commit 097c041.
 
+    Towers without a CLS token (LLaVA-OneVision's SigLIP): a = the attention each patch receives in the feature
+    layer itself (mean over queries, heads concatenated), keys from the same layer, as the references do for
+    SigLIP. Tiled models: per tile or frame, after the projector (:mod:`mmaccel.engine.tiles`).
+
     Differences from reference:
     - The outlier count is computed per image; the reference computes one ratio over the flattened batch, so
       an image's count depended on the other images of its batch.

@@ -246,8 +246,11 @@ class SparseVLM(TokenMethod):
                 if image < 0:
                     continue
                 members = torch.nonzero(visual_index == image).flatten()  # (n,) current visual tokens
-                scores = self._scores(tokens, row, rows, members)  # (n,)
                 entry = int(tokens.entry_counts[row, image])
+                if self.keeps_all(entry):  # a unit within the budget (a small tile or video frame) stays whole
+                    kept.append(members)
+                    continue
+                scores = self._scores(tokens, row, rows, members)  # (n,)
                 n_keep = min(self.stage_counts(entry, n_layers)[stage], members.numel() - 1)
                 chosen = topk_keep(scores[None], n_keep)[0] if n_keep > 0 else members.new_zeros(0)
                 kept.append(members[chosen])

@@ -35,7 +35,11 @@ class VisionZip(TokenMethod):
     Towers without CLS token (Qwen2-VL, Qwen2.5-VL): the score is the attention each token receives in the
     tower's last full-attention block (mean over queries, summed over the 2x2 patches merged into the token, as
     ModelTC/LightCompress's Qwen2.5-VL port scores it), the keys are that block's keys averaged over heads and
-    over the merged patches, and no CLS token is prepended: ``dominant`` counts patches only.
+    over the merged patches, and no CLS token is prepended: ``dominant`` counts patches only. LLaVA-OneVision's
+    SigLIP tower likewise: the attention each patch receives in the feature layer, as the paper prescribes for
+    SigLIP. Tiled models (LLaVA-NeXT, LLaVA-OneVision) are reduced per tile or frame on the projected features,
+    the CLS token of each tile put through the projector (:mod:`mmaccel.engine.tiles`); the reference compresses
+    each crop and drops the newline tokens.
 
     Differences from reference:
     - CLS attention and keys come from the feature layer's own q/k through the attention-function probe; the

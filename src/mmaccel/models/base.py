@@ -159,6 +159,27 @@ class ModelAdapter(ABC):
         """Placeholder token id of each visual modality the model takes ("image", "video")."""
         return {"image": self.image_token_id}
 
+    # -- tiled models (anyres tiles, video frames) ------------------------------------------------------------
+    tiled: ClassVar[bool] = False  # visual runs are made of several tiles/frames plus structural tokens
+
+    def tokens_per_tile(self) -> int | None:
+        """Visual tokens of one full tile (tiled models): the most an int budget per tile can keep."""
+        return None
+
+    def encoder_functions(self) -> dict[str, str]:
+        """Tiled models: modality -> name of the base model's encoder function (``get_image_features``), whose
+        calls the engine follows to learn each image's tile layout."""
+        return {}
+
+    def tile_layouts(self, modality: str, arguments: dict[str, Any]) -> list[Any]:
+        """Tiled models: one :class:`~mmaccel.models.layout.TileLayout` per image (or video) of an encoder call
+        made with ``arguments`` (the call's bound arguments, defaults from the config filled in)."""
+        raise NotSupportedError(f"{self.name} models have no tiled visual layout")
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Apply the model's projector to vision features (..., Dv) -> (..., D)."""
+        return self.reduction_module()(features)
+
     # -- attention implementation --------------------------------------------------------------------------------
     @abstractmethod
     def attn_implementation(self, part: str) -> str:

@@ -7,9 +7,17 @@ from torch import nn
 from mmaccel.errors import NotSupportedError
 from mmaccel.models.base import ModelAdapter
 from mmaccel.models.llava import LlavaAdapter
+from mmaccel.models.llava_next import LlavaNextAdapter
+from mmaccel.models.llava_onevision import LlavaOnevisionAdapter
 from mmaccel.models.qwen_vl import Qwen25VLAdapter, QwenVLAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter, QwenVLAdapter, Qwen25VLAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (
+    LlavaAdapter,
+    LlavaNextAdapter,
+    LlavaOnevisionAdapter,
+    QwenVLAdapter,
+    Qwen25VLAdapter,
+)
 
 
 def supported_models() -> list[str]:

@@ -228,3 +228,177 @@ def tiny_qwen_inputs(
         inputs["pixel_values_videos"] = torch.cat([qwen_patches(video_grid, generator) for _ in range(batch)])
         inputs["video_grid_thw"] = torch.tensor([video_grid] * batch)
     return inputs
+
+
+# -- LLaVA-NeXT and LLaVA-OneVision (anyres tiles; OneVision also video) ---------------------------------------
+TINY_GRID_PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]  # tiles of 32 px: 1x1, 1x2, 2x1, 2x2 grids
+
+
+def _tiny_text_config(config_class, hidden: int, layers: int, vocab: int):
+    return config_class(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+def _finish_tiny(model, attn: str):
+    model = model.eval()
+    with torch.no_grad():
+        model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)
+    model.set_attn_implementation(attn)
+    return model
+
+
+def tiny_llava_next(
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden: int = 64,
+    layers: int = 4,
+    vision_hidden: int = 32,
+    vocab: int = 128,
+    attn: str = "sdpa",
+    seed: int = 0,
+):
+    """A LLaVA-NeXT-shaped model with random weights: CLIP tower (CLS, feature layer -2, "default" strategy),
+    anyres tiles of ``image_size`` pixels on the grids of ``TINY_GRID_PINPOINTS`` (scaled to the tile size),
+    and a Llama decoder. Token ids as :func:`tiny_llava`."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=vision_hidden,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision,
+        text_config=_tiny_text_config(LlamaConfig, hidden, layers, vocab),
+        image_token_index=TINY_IMAGE_TOKEN,
+        image_grid_pinpoints=[[h * image_size // 32, w * image_size // 32] for h, w in TINY_GRID_PINPOINTS],
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    return _finish_tiny(LlavaNextForConditionalGeneration(config), attn)
+
+
+def tiny_llava_onevision(
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden: int = 64,
+    layers: int = 4,
+    vision_hidden: int = 32,
+    vocab: int = 128,
+    attn: str = "sdpa",
+    seed: int = 0,
+):
+    """A LLaVA-OneVision-shaped model with random weights: SigLIP tower (no CLS, last block, "full" strategy),
+    anyres tiles as :func:`tiny_llava_next`, ``anyres_max_9``, a Qwen2 decoder, video token ``TINY_VIDEO_TOKEN``."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    torch.manual_seed(seed)
+    vision = SiglipVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=_tiny_text_config(Qwen2Config, hidden, layers, vocab),
+        image_token_index=TINY_IMAGE_TOKEN,
+        video_token_index=TINY_VIDEO_TOKEN,
+        image_grid_pinpoints=[[h * image_size // 32, w * image_size // 32] for h, w in TINY_GRID_PINPOINTS],
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+    )
+    return _finish_tiny(LlavaOnevisionForConditionalGeneration(config), attn)
+
+
+def tiny_tiled_inputs(
+    model,
+    image_sizes: list[list[tuple[int, int]]],
+    videos: list[int] | None = None,
+    text_before: list[int] | None = None,
+    text_after: list[int] | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A left-padded batch for ``tiny_llava_next`` / ``tiny_llava_onevision``: row b holds BOS, text, its images
+    (``image_sizes[b]``, (height, width) in pixels, one placeholder run each, separated by a text token), then
+    ``videos[b]`` frames of video (OneVision; 0 for none), then text.
+
+    Returns input_ids, attention_mask, and when used pixel_values (images, max tiles, 3, S, S) zero-padded past
+    each image's tiles, image_sizes (images, 2), pixel_values_videos (rows with video, frames, 3, S, S). The
+    placeholder count of each image is the model's own (its ``get_image_features`` on the same sizes).
+    """
+    import importlib
+
+    generator = torch.Generator().manual_seed(seed)
+    batch = len(image_sizes)
+    videos = videos or [0] * batch
+    text_before = text_before or [3] * batch
+    text_after = text_after or [5] * batch
+    size = model.config.vision_config.image_size
+    flat_sizes = [s for row in image_sizes for s in row]
+    image_runs: list[int] = []
+    pixel_values = None
+    if flat_sizes:
+        sizes = torch.tensor(flat_sizes)
+        modeling = importlib.import_module(type(model).__module__)
+        tiles = [modeling.image_size_to_num_patches(s, model.config.image_grid_pinpoints, size) for s in flat_sizes]
+        pixel_values = torch.zeros(len(flat_sizes), max(tiles), 3, size, size)
+        for i, n in enumerate(tiles):
+            pixel_values[i, :n] = torch.randn(n, 3, size, size, generator=generator)
+        with torch.no_grad():
+            features = model.model.get_image_features(pixel_values=pixel_values, image_sizes=sizes).pooler_output
+        image_runs = [f.shape[0] for f in features]
+    frames = max(videos)
+    if frames and any(n not in (0, frames) for n in videos):
+        raise ValueError(f"videos={videos}: every row with a video must have the same number of frames")
+    patches = size // model.config.vision_config.patch_size
+    video_run = frames * ((patches + 1) // 2) ** 2 + 1  # frames pooled 2x2, then one newline
+    rows, image = [], 0
+    for b in range(batch):
+        parts = [torch.tensor([1]), torch.randint(3, 90, (text_before[b],), generator=generator)]
+        for i in range(len(image_sizes[b])):
+            if i:
+                parts.append(torch.randint(3, 90, (1,), generator=generator))
+            parts.append(torch.full((image_runs[image],), TINY_IMAGE_TOKEN))
+            image += 1
+        if videos[b]:
+            parts.append(torch.full((video_run,), TINY_VIDEO_TOKEN))
+        parts.append(torch.randint(3, 90, (text_after[b],), generator=generator))
+        rows.append(torch.cat(parts))
+    length = max(r.numel() for r in rows)
+    input_ids = torch.zeros(batch, length, dtype=torch.long)
+    attention_mask = torch.zeros(batch, length, dtype=torch.long)
+    for b, row in enumerate(rows):
+        input_ids[b, length - row.numel() :] = row
+        attention_mask[b, length - row.numel() :] = 1
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if pixel_values is not None:
+        inputs["pixel_values"] = pixel_values
+        inputs["image_sizes"] = torch.tensor(flat_sizes)
+    if frames:
+        with_video = sum(1 for n in videos if n)
+        inputs["pixel_values_videos"] = torch.randn(with_video, frames, 3, size, size, generator=generator)
+    return inputs

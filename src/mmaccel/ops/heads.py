@@ -21,3 +21,15 @@ def single_head_cls_attention(query: torch.Tensor, key: torch.Tensor) -> torch.T
     keys = concat_heads(key).float()  # (B, L, C)
     logits = (q_cls @ keys.transpose(1, 2))[:, 0] * keys.shape[-1] ** -0.5  # (B, L)
     return logits.softmax(dim=-1)
+
+
+def single_head_received_attention(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """Attention each token receives, mean over all queries, with every head concatenated into one (C = H * d).
+
+    The counterpart of :func:`single_head_cls_attention` for towers without a CLS token. query, key: (B, H, L, d)
+    -> (B, L) float32 column means of softmax(Q K^T / sqrt(C)).
+    """
+    queries = concat_heads(query).float()  # (B, L, C)
+    keys = concat_heads(key).float()  # (B, L, C)
+    logits = queries @ keys.transpose(1, 2) * keys.shape[-1] ** -0.5  # (B, L, L)
+    return logits.softmax(dim=-1).mean(dim=1)
