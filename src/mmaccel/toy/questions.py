@@ -213,22 +213,8 @@ def ask_mc(scene: Scene, rng: np.random.Generator) -> Question | None:
 
 
 def ask_science(scene: Scene, rng: np.random.Generator) -> Question | None:
-    """ScienceQA-like, with the corner hint as context: one lookup or a comparison, as lettered options.
-
-    Half are ``How many corners does the red object have?`` with the corner counts 0, 3 and 4 as options (one
-    lookup: the object's shape, then the hint); half ``Which object has the most corners?`` over two or three
-    objects named by colour (a comparison of their shapes).
-    """
+    """ScienceQA-like: which of two or three objects (named by colour) has the most or fewest corners."""
     candidates = _unique_by_color(scene)
-    if not candidates:
-        return None
-    hint = CORNER_HINT if rng.random() < 0.8 else ""
-    if rng.random() < 0.5:
-        item = _pick(rng, candidates)
-        pool = [str(corners) for corners in sorted(set(CORNERS.values()))]
-        options, answer = _options(rng, str(CORNERS[item.shape]), pool, len(pool))
-        text = f"How many corners does the {item.color} object have?"
-        return Question("science", "corners", text, answer, options, hint)
     by_corners: dict[int, ToyObject] = {}
     for index in rng.permutation(len(candidates)):
         item = candidates[int(index)]
@@ -242,6 +228,7 @@ def ask_science(scene: Scene, rng: np.random.Generator) -> Question | None:
     options, answer = _options(
         rng, f"the {correct.color} object", [f"the {item.color} object" for item in items], len(items)
     )
+    hint = CORNER_HINT if rng.random() < 0.8 else ""
     return Question("science", subtype, f"Which object has the {subtype} corners?", answer, options, hint)
 
 
