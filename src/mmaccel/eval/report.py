@@ -67,10 +67,20 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def baseline_values(results: list[dict[str, Any]]) -> dict[str, float]:
+    """The unmodified model's headline per benchmark, for "% of base"; benchmarks where it is not clearly above
+    zero (below two standard errors) are left out, since a ratio to a noisy near-zero base means nothing."""
+    base = {}
+    for run in results:
+        if run["method"] == BASELINE and run["value"] and run["value"] > 2 * (run["se"] or 0.0):
+            base[run["benchmark"]] = run["value"]
+    return base
+
+
 def accuracy_table(results: list[dict[str, Any]]) -> list[list[str]]:
     benchmarks = list(dict.fromkeys(run["benchmark"] for run in results))
     index = {(r["benchmark"], r["method"], budget_label(r["budget"])): r for r in results}
-    base = {r["benchmark"]: r["value"] for r in results if r["method"] == BASELINE}
+    base = baseline_values(results)
     rows = [["method", "budget", *benchmarks, "mean % of base"]]
     for method, budget in _configs(results):
         cells, relative = [], []
@@ -90,7 +100,7 @@ def accuracy_table(results: list[dict[str, Any]]) -> list[list[str]]:
 
 def efficiency_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (method, budget): efficiency figures averaged over the benchmarks, and mean relative accuracy."""
-    base = {r["benchmark"]: r["value"] for r in results if r["method"] == BASELINE}
+    base = baseline_values(results)
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in results:
         grouped[(run["method"], budget_label(run["budget"]))].append(run)
