@@ -111,7 +111,7 @@ class TinyFamily:
     build: Callable[..., Any]
     inputs: Callable[[Any, Rows], dict[str, torch.Tensor]]
     # Per image of a batch, the token counts a budget applies to separately (anyres tiles); None: whole images.
-    # Tokens of an image outside its units (anyres newlines) are always kept.
+    # Tokens of an image outside its units (anyres newlines) are structural: always kept, not counted as visual.
     units: Callable[[Any, dict[str, torch.Tensor]], list[list[int]]] | None = None
 
 
@@ -335,7 +335,7 @@ def anyres_units(model, inputs: dict[str, torch.Tensor]) -> list[list[int]]:
     """Patch tokens of each tile of each image (the adapter's tile layout; newlines are outside the tiles)."""
     from mmaccel.models.registry import adapter_for
 
-    layouts = adapter_for(model).visual_layouts("image", {"image_sizes": inputs["image_sizes"]})
+    layouts = adapter_for(model).tile_layouts("image", {"image_sizes": inputs["image_sizes"]})
     return [[len(layout.positions(unit)) for unit in layout.grids] for layout in layouts]
 
 

@@ -56,6 +56,11 @@ class Setup:
         """Per image, the token counts the budget applies to (whole images; anyres tiles)."""
         return budget_units(self.model, self.family, inputs)
 
+    def visual(self, inputs) -> int:
+        """Visual tokens of ``inputs`` as the stats count them: the budgeted ones (anyres newlines are
+        structural: always kept, never counted)."""
+        return sum(n for image in self.units(inputs) for n in image)
+
 
 @pytest.fixture(
     scope="module",
@@ -117,8 +122,10 @@ def test_keep_all_budget_is_bit_identical(setup, method, budget):
         tokens = model.generate(**inputs, max_new_tokens=6, **GENERATE_KWARGS)
     assert torch.equal(got, expected)
     assert torch.equal(tokens, expected_tokens)
+    visual = setup.visual(inputs)
+    assert visual <= 2 * setup.n_image
     for stats in session.last_call.stats:
-        assert stats.llm_input_tokens == stats.visual_tokens == 2 * setup.n_image
+        assert stats.llm_input_tokens == stats.visual_tokens == visual
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -128,22 +135,24 @@ def test_kept_count_equals_budget(setup, method, budget):
     model, inputs = setup.model, setup.inputs([(2, 0)])
     with mmaccel.apply(model, method, budget=budget, **kwargs) as session:
         out = model.generate(**inputs, max_new_tokens=4, **GENERATE_KWARGS)
+        stats = session.last_call.stats[0]
+        forward_length = _logits(model, inputs).shape[1]
     assert out.shape[1] == inputs["input_ids"].shape[1] + 4
     instance, units = session.method, [n for image in setup.units(inputs) for n in image]
-    total = 2 * setup.n_image
-    always = total - sum(units)  # tokens outside every budget unit (anyres newlines) are kept
-    stats = session.last_call.stats[0]
+    total = sum(units)  # anyres newlines are outside every unit: not counted as visual tokens, always kept
     assert stats.visual_tokens == total
+    # the last layer's sequence: every text and newline token, the kept visual tokens
+    assert forward_length == inputs["input_ids"].shape[1] - (total - stats.layer_tokens[-1])
     n_layers = len(stats.layer_tokens)
     if hasattr(instance, "layer_plan"):  # the budget is a layer average: each unit as the method plans it
         plans = [instance.layer_plan(n, n_layers) for n in units]
-        per_layer = [always + sum(plan[layer] for plan in plans) for layer in range(n_layers)]
+        per_layer = [sum(plan[layer] for plan in plans) for layer in range(n_layers)]
         assert stats.layer_tokens == per_layer
         assert stats.llm_input_tokens == total
         assert stats.equivalent_tokens == pytest.approx(sum(per_layer) / n_layers)
         assert [out for _, out in stats.stages.values()] == [per_layer[i] for i in instance.prune_layers(n_layers)]
         return
-    kept = always + sum(instance.keep_count(n) for n in units)
+    kept = sum(instance.keep_count(n) for n in units)
     ((stage_in, stage_out),) = stats.stages.values()
     assert (stage_in, stage_out) == (total, kept)
     assert stats.layer_tokens[-1] == kept
