@@ -12,7 +12,8 @@ import torch
 import mmaccel
 from method_matrix import METHOD_MATRIX
 from mmaccel.errors import NotSupportedError
-from mmaccel.methods.registry import build_method
+from mmaccel.methods.base import Stage
+from mmaccel.methods.registry import build_method, get_method
 from mmaccel.models import adapter_for
 from tiled_models import GENERATE_KWARGS, PARTIAL_BUDGET, TiledFamily
 
@@ -44,6 +45,13 @@ def untouched(model) -> bool:
     return not hooks and not wrapped and not any(name.startswith("mmaccel") for name in names)
 
 
+def skip_before_processor(method: str) -> None:
+    """Methods acting on the images before the processor (``Stage.FRAMES``) have nothing to do on prepared
+    tensors; their contract, tiled models included, is in ``tests/methods/test_downsample.py``."""
+    if get_method(method).stage == Stage.FRAMES:
+        pytest.skip("acts on the images before the processor: tests/methods/test_downsample.py")
+
+
 def check_unsupported(model, method: str) -> None:
     with pytest.raises(NotSupportedError):
         mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method])
@@ -51,6 +59,7 @@ def check_unsupported(model, method: str) -> None:
 
 
 def check_keep_all_is_identical(family: TiledFamily, model, method: str, budget) -> None:
+    skip_before_processor(method)
     inputs = family.inputs(model)
     expected = logits(model, inputs)
     expected_tokens = model.generate(**inputs, max_new_tokens=4, **GENERATE_KWARGS)
@@ -66,6 +75,7 @@ def check_keep_all_is_identical(family: TiledFamily, model, method: str, budget)
 
 def check_kept_counts(family: TiledFamily, model, method: str, budget) -> None:
     """Per tile/frame the budget (a smaller unit keeps all), newlines all kept, the total in the stats."""
+    skip_before_processor(method)
     inputs = family.inputs(model)
     length = inputs["input_ids"].shape[1]
     with mmaccel.apply(model, method, budget=budget, **METHOD_MATRIX[method]) as session:
@@ -114,6 +124,7 @@ def _single_rows(family: TiledFamily, batch: dict) -> list[dict]:
 
 
 def check_batch_equals_single_rows(family: TiledFamily, model, method: str) -> None:
+    skip_before_processor(method)
     batch = family.inputs(model, rows=2, text_before=[2, 5], text_after=[4, 7], seed=5)
     singles = _single_rows(family, batch)
     with mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method]):
@@ -132,6 +143,7 @@ def check_batch_equals_single_rows(family: TiledFamily, model, method: str) -> N
 
 
 def check_deterministic(family: TiledFamily, model, method: str) -> None:
+    skip_before_processor(method)
     inputs = family.inputs(model)
     keeps = []
     for _ in range(2):
@@ -146,6 +158,7 @@ def check_deterministic(family: TiledFamily, model, method: str) -> None:
 
 
 def check_restored(family: TiledFamily, model, method: str) -> None:
+    skip_before_processor(method)
     inputs = family.inputs(model)
     baseline = logits(model, inputs)
     assert untouched(model)
