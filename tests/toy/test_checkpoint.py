@@ -17,8 +17,9 @@ from mmaccel.toy.processor import user_prompt
 from mmaccel.toy.world import render
 
 # Floors well below the measured accuracy (docs/toy-model.md) that a broken checkpoint cannot reach.
-FLOOR_ALL = 52.0
-FLOOR_PER_TYPE = {"color": 85, "shape": 65, "count": 50, "relation": 40, "text": 40}
+# On this subset the shipped model scores 78.7 overall (colour, shape, exist and science 100, text 50).
+FLOOR_ALL = 65.0
+FLOOR_PER_TYPE = {"exist": 80, "color": 85, "shape": 85, "count": 55, "relation": 50, "text": 30, "science": 70}
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import torch
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from mmaccel.loading import toy_checkpoint_path
-from mmaccel.toy.data import TRAIN_MIX, TurnEncoder, ask_option_copy, packed_batch
+from mmaccel.toy.data import TRAIN_MIX, TurnEncoder, ask_option_copy, focus_patches, packed_batch
 from mmaccel.toy.model import toy_config
 from mmaccel.toy.questions import LETTERS
 from mmaccel.toy.train import packed_loss
-from mmaccel.toy.world import sample_scene
+from mmaccel.toy.world import COLOR_NAMES, SHAPES, patch_labels, sample_scene
 
 TINY = {"vision_hidden": 32, "vision_layers": 2, "text_hidden": 64, "text_layers": 2, "text_heads": 4}
 
@@ -32,7 +32,7 @@ def test_rows_are_filled_up_to_a_fixed_length(encoder):
     batch = packed_batch(np.random.default_rng(1), encoder, 6, 16, length=200)
     assert batch.input_ids.shape == (6, 200)
     used = (batch.segments >= 0) | (batch.input_ids == encoder.tokenizer.convert_tokens_to_ids("<image>"))
-    assert all(len(kinds) >= 3 for kinds in batch.kinds)
+    assert all(len(kinds) >= 2 for kinds in batch.kinds)
     # every row ends its last turn within the length, and every turn has its answer and </s> as targets
     for row, kinds in enumerate(batch.kinds):
         assert int(batch.segments[row].max()) == len(kinds)
@@ -151,3 +151,38 @@ def test_position_heads_read_row_and_column_of_every_visual_token():
     )
     # label smoothing bounds the margin: the loss stays above the targets' entropy instead of going to zero
     assert 1.0 < float(heads.loss(informative)) < 0.6 * float(heads.loss(torch.randn(2, 64, 16)))
+
+
+def test_focus_patches_are_the_named_objects_and_the_sign():
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        scene = sample_scene(rng, sign_probability=1.0)
+        labels = patch_labels(scene)
+        for item in scene.objects:
+            patches = focus_patches(scene, (item.name,))
+            assert patches, item  # every object has at least one patch, also a small one across four
+            # every patch labelled with the object is in its focus
+            same_color = labels.color == COLOR_NAMES.index(item.color) + 1
+            labelled = same_color & (labels.shape == SHAPES.index(item.shape) + 1)
+            assert set(np.flatnonzero(labelled).tolist()) <= set(patches)
+            rows, cols = np.divmod(np.array(patches), 8)
+            assert (rows // 2 == item.row).any() and (cols // 2 == item.col).any()
+        sign = focus_patches(scene, ("sign",))
+        assert set(np.flatnonzero(labels.character).tolist()) <= set(sign)
+        both = focus_patches(scene, (scene.objects[0].name, "sign"))
+        assert set(both) == set(sign) | set(focus_patches(scene, (scene.objects[0].name,)))
+
+
+def test_focus_turns_point_from_the_answer_positions_at_kept_image_tokens(encoder):
+    batch = packed_batch(np.random.default_rng(12), encoder, 8, 16, drop_probability=1.0, length=256)
+    image_id = encoder.tokenizer.convert_tokens_to_ids("<image>")
+    assert len(batch.focus) > 8
+    for turn in batch.focus:
+        segments = batch.segments[turn.row]
+        assert (batch.input_ids[turn.row, list(turn.targets)] == image_id).all()
+        assert (segments[list(turn.targets)] == 0).all()  # kept image tokens only
+        labels = batch.labels[turn.row, list(turn.queries)]
+        assert (labels >= 0).all() and (labels != encoder.eos_id).all()
+        # the queries predict every answer token of one turn: the next position predicts </s>
+        assert batch.labels[turn.row, turn.queries[-1] + 1] == encoder.eos_id
+        assert len(set(segments[list(turn.queries)].tolist())) == 1

@@ -35,10 +35,20 @@ def test_round_trip_on_arbitrary_text(tokenizer, text):
 
 
 def test_world_words_are_single_tokens(tokenizer):
-    for word in [*COLOR_NAMES, *SHAPES, "yes", "no", "A", "B", "C", "D", "left", "right", "top", "bottom", "3"]:
+    for word in [*COLOR_NAMES, *SHAPES, "yes", "no", "left", "right", "top", "bottom"]:
         assert len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
     assert len(tokenizer(" " + OPTION_SUFFIX, add_special_tokens=False)["input_ids"]) <= 14
     assert tokenizer.convert_tokens_to_ids("<image>") == IMAGE_TOKEN_ID
+
+
+@pytest.mark.parametrize("text", ["A", "D", "3", "K7", "Q"])
+def test_standalone_letters_and_digits_are_one_token_each_after_a_space_token(tokenizer, text):
+    """An answer letter is the same token as the option letter of ``A. red``, and sign text reads per character."""
+    space, *characters = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(space) == "Ġ"
+    assert [tokenizer.decode([index]) for index in characters] == list(text)
+    in_option = tokenizer(f"\n{text}. red", add_special_tokens=False)["input_ids"]
+    assert in_option[1 : 1 + len(text)] == characters
 
 
 def test_tokenizer_build_is_deterministic(tokenizer):

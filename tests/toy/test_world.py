@@ -106,6 +106,10 @@ def test_answers_are_correct_by_construction(kind):
             plain = type(question)(question.subtype, "", question.text, inner)
             assert _recompute_answer(scene, plain) == inner
             assert len(set(question.options)) == len(question.options)
+        elif kind == "science" and question.subtype == "corners":
+            (item,) = scene.find(color=question.text.split()[-3])
+            assert question.options[LETTERS.index(question.answer)] == str(CORNERS[item.shape])
+            assert sorted(question.options) == ["0", "3", "4"]
         elif kind == "science":
             corners = {}
             for option in question.options:
@@ -119,6 +123,33 @@ def test_answers_are_correct_by_construction(kind):
             assert question.hint in ("", CORNER_HINT)
         else:
             assert _recompute_answer(scene, question) == question.answer
+
+
+@pytest.mark.parametrize("kind", QUESTION_TYPES)
+def test_focus_names_what_the_answer_is_read_from(kind):
+    rng = np.random.default_rng(200 + QUESTION_TYPES.index(kind))
+    for _ in range(100):
+        scene, question = sample_example(kind, rng)
+        names = {item.name for item in scene.objects}
+        if question.focus == ("sign",):
+            assert scene.sign is not None and question.kind in ("text", "mc")
+            continue
+        assert set(question.focus) <= names
+        if kind == "relation":
+            (name,) = question.focus
+            assert question.text.endswith(f"the {name}?")
+        if kind in ("color", "shape", "position"):
+            (name,) = question.focus
+            (item,) = [item for item in scene.objects if item.name == name]
+            answers = {"color": item.color, "shape": item.shape}
+            if kind == "position":
+                answers = {"left_right": "left" if item.col < GRID // 2 else "right"}
+                answers["top_bottom"] = "top" if item.row < GRID // 2 else "bottom"
+                assert question.answer == answers[question.subtype]
+            else:
+                assert question.answer == answers[kind]
+        if kind == "exist":
+            assert bool(question.focus) == (question.answer == "yes")
 
 
 def test_examples_reproduce_from_the_seed():

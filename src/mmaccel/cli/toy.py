@@ -102,6 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
             info = f"loss {record['loss']:.3f}"
             if "heldout" in record:
                 info += f" held-out {record['heldout']['all']:.1f}%"
+                log.info("%s step %d/%d: %s", stage, step, total, _curve_line(record))
             bar.update(tasks[stage], completed=step, info=info)
 
         tokenizer_holder: dict = {}
@@ -125,6 +126,13 @@ def run_train(args: argparse.Namespace) -> int:
         args.out,
     )
     return 0
+
+
+def _curve_line(record: dict) -> str:
+    """One log line for a curve point: the training losses and the held-out accuracy per question type."""
+    losses = " ".join(f"{name} {value:.3f}" for name, value in record.items() if name.startswith(("loss", "guide_")))
+    heldout = " ".join(f"{name} {value:.1f}" for name, value in record["heldout"].items() if "/" not in name)
+    return f"{losses} | held-out {heldout}"
 
 
 def run_eval(args: argparse.Namespace) -> int:

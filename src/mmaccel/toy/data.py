@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from mmaccel.toy.font import CHARACTERS
 from mmaccel.toy.processor import CLIP_MEAN, CLIP_STD, NUM_IMAGE_TOKENS
 from mmaccel.toy.questions import COUNT_WORDS, GENERATORS, LETTERS, QUESTION_TYPES, Question, ask_text, choose_suffix
 from mmaccel.toy.suites.open_ended import OCR_LINE, simulated_ocr
 from mmaccel.toy.suites.yesno import MME_QUESTIONS, MME_SUFFIX
-from mmaccel.toy.world import COLOR_NAMES, SHAPES, Scene, patch_labels, render, sample_scene
+from mmaccel.toy.world import (
+    COLOR_NAMES,
+    SHAPES,
+    Scene,
+    object_patches,
+    patch_labels,
+    render,
+    sample_scene,
+    sign_patches,
+)
 
 # Question mix of training: the types that need two steps (binding, letters, comparisons) get more turns.
 # ``copy`` is a training-only form (see :func:`ask_option_copy`). ``verify`` and ``ocr`` (:func:`ask_verify`,
@@ -28,7 +38,7 @@ TRAIN_MIX: dict[str, float] = {
     "text": 1.2,
     "mc": 2.0,
     "science": 1.6,
-    "copy": 0.4,
+    "copy": 0.6,
 }
 VERIFY_WEIGHTS: dict[str, float] = {"position": 2.0, "OCR": 1.5, "count": 1.0, "color": 1.0, "existence": 0.5}
 
@@ -87,7 +97,8 @@ def pixel_tensor(images: list[np.ndarray]) -> torch.Tensor:
 
 @dataclass
 class VisionBatch:
-    """Stage-1 batch: pixels ``[B, 3, H, W]`` and targets ``[B, 64]`` per patch, ``[B, 18]`` / ``[B]`` per image."""
+    """Stage-1 batch: pixels ``[B, 3, H, W]``, targets ``[B, 64]`` per patch and, per image, the colour × shape pairs
+    present ``[B, 18]``, the object count ``[B]`` and the characters on the sign ``[B, 36]`` (multi-hot)."""
 
     pixel_values: torch.Tensor
     color: torch.Tensor
@@ -96,6 +107,7 @@ class VisionBatch:
     sign: torch.Tensor
     presence: torch.Tensor
     count: torch.Tensor
+    characters: torch.Tensor
 
 
 def vision_batch(rng: np.random.Generator, batch_size: int) -> VisionBatch:
@@ -106,6 +118,10 @@ def vision_batch(rng: np.random.Generator, batch_size: int) -> VisionBatch:
     for index, scene in enumerate(scenes):
         for item in scene.objects:
             presence[index, COLOR_NAMES.index(item.color) * len(SHAPES) + SHAPES.index(item.shape)] = 1.0
+    characters = torch.zeros(batch_size, len(CHARACTERS))
+    for index, scene in enumerate(scenes):
+        for character in scene.sign.text if scene.sign is not None else "":
+            characters[index, CHARACTERS.index(character)] = 1.0
     return VisionBatch(
         pixel_values=pixel_tensor([render(scene) for scene in scenes]),
         color=torch.from_numpy(np.stack([label.color for label in labels])),
@@ -114,6 +130,7 @@ def vision_batch(rng: np.random.Generator, batch_size: int) -> VisionBatch:
         sign=torch.from_numpy(np.stack([label.sign for label in labels])),
         presence=presence,
         count=torch.tensor([len(scene.objects) for scene in scenes]),
+        characters=characters,
     )
 
 
@@ -132,6 +149,68 @@ def sample_turns(scene: Scene, rng: np.random.Generator, num_turns: int, mix: di
     return questions
 
 
+@dataclass(frozen=True)
+class OptionTurn:
+    """Where the lettered options of one packed turn stand: positions in row ``row`` of a :class:`PackedBatch`.
+
+    ``letters[i]`` is the position of option ``i``'s letter token, ``contents[i]`` those of its text;
+    ``query`` is the position from which the answer's letter is predicted and ``correct`` the answer's index.
+    """
+
+    row: int
+    query: int
+    letters: tuple[int, ...]
+    contents: tuple[tuple[int, ...], ...]
+    correct: int
+
+
+@dataclass(frozen=True)
+class FocusTurn:
+    """Where one packed turn's answer is read from: ``queries`` (positions that predict an answer token, ``</s>``
+    excluded) and ``targets`` (positions of the image tokens of the question's :attr:`Question.focus`), in ``row``.
+    """
+
+    row: int
+    queries: tuple[int, ...]
+    targets: tuple[int, ...]
+
+
+def focus_patches(scene: Scene, focus: tuple[str, ...]) -> list[int]:
+    """Raster indices of the patches of the objects named in ``focus`` (``red circle``) or of the sign (``sign``).
+
+    An object's patches are those it covers by at least an eighth (its best-covered patch when it covers none that
+    much, as a small triangle across four patches can).
+    """
+    selected = np.zeros(NUM_IMAGE_TOKENS, dtype=bool)
+    for name in focus:
+        if name == "sign":
+            selected |= sign_patches(scene.sign)
+            continue
+        (item,) = [item for item in scene.objects if item.name == name]
+        selected |= object_patches(item)
+    return np.flatnonzero(selected).tolist()
+
+
+def option_token_spans(
+    text: str, offsets: list[tuple[int, int]], options: tuple[str, ...]
+) -> tuple[list[int], list[list[int]]]:
+    """Token indices of each option's letter and of its text in a prompt ``text`` tokenised with ``offsets``.
+
+    The options stand one per line as ``A. red`` (:meth:`Question.prompt`); a token belongs to the option text when
+    its characters overlap the text's (a leading space token of its own does not).
+    """
+    letters, contents, cursor = [], [], 0
+    for index, option in enumerate(options):
+        line = f"\n{LETTERS[index]}. {option}"
+        start = text.index(line, cursor)
+        letter_char, content = start + 1, (start + 4, start + len(line))
+        cursor = content[1]
+        letters.append(next(i for i, (a, b) in enumerate(offsets) if a <= letter_char < b))
+        contents.append([i for i, (a, b) in enumerate(offsets) if a < content[1] and b > content[0] and b - a > 0])
+        contents[-1] = [i for i in contents[-1] if text[offsets[i][0] : offsets[i][1]].strip()]
+    return letters, contents
+
+
 @dataclass
 class PackedBatch:
     """Stage-2 batch: one shared image prefix and several independent turns per row.
@@ -147,6 +226,8 @@ class PackedBatch:
     positions: torch.Tensor
     labels: torch.Tensor
     kinds: list[list[str]]
+    options: list[OptionTurn] = field(default_factory=list)
+    focus: list[FocusTurn] = field(default_factory=list)
 
     def attention_mask(self) -> torch.Tensor:
         """4-D bool mask ``[B, 1, L, L]``: causal, each turn sees the prefix and itself, padding sees itself."""
@@ -186,6 +267,12 @@ class TurnEncoder:
         """Token ids of the turn and the ids predicted (answer and ``</s>``)."""
         return self.encode(f"{prompt} ASSISTANT:"), [*self.encode(f" {answer}"), self.eos_id]
 
+    def option_spans(self, prompt: str, options: tuple[str, ...]) -> tuple[list[int], list[list[int]]]:
+        """Token indices, within :meth:`turn`'s prompt ids, of each option's letter and text."""
+        text = f"{prompt} ASSISTANT:"
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return option_token_spans(text, offsets, options)
+
 
 def packed_batch(
     rng: np.random.Generator,
@@ -205,6 +292,8 @@ def packed_batch(
     """
     mix = mix or TRAIN_MIX
     rows, kinds, images = [], [], []
+    option_turns: list[OptionTurn] = []
+    focus_turns: list[FocusTurn] = []
     for _ in range(batch_size):
         scene = sample_scene(rng)
         images.append(render(scene))
@@ -221,9 +310,27 @@ def packed_batch(
         labels_row = [-100] * len(ids)
         row_kinds = []
         for turn, question in enumerate(sample_turns(scene, rng, num_turns, mix), start=1):
-            prompt_ids, answer_ids = encoder.turn(question.prompt(choose_suffix(question, rng)), question.answer)
+            prompt = question.prompt(choose_suffix(question, rng))
+            prompt_ids, answer_ids = encoder.turn(prompt, question.answer)
             if length is not None and len(ids) + len(prompt_ids) + len(answer_ids) > length:
                 break
+            if question.options:
+                letters, contents = encoder.option_spans(prompt, question.options)
+                start = len(ids)
+                option_turns.append(
+                    OptionTurn(
+                        row=len(rows),
+                        query=start + len(prompt_ids) + len(answer_ids) - 3,  # predicts the last answer token
+                        letters=tuple(start + index for index in letters),
+                        contents=tuple(tuple(start + index for index in content) for content in contents),
+                        correct=LETTERS.index(question.answer),
+                    )
+                )
+            targets = [encoder.image_start + index for index in focus_patches(scene, question.focus) if keep[index]]
+            if targets:
+                first = len(ids) + len(prompt_ids) - 1  # predicts the first answer token
+                queries = tuple(range(first, first + len(answer_ids) - 1))
+                focus_turns.append(FocusTurn(len(rows), queries, tuple(targets)))
             ids += prompt_ids + answer_ids
             segments += [turn] * (len(prompt_ids) + len(answer_ids))
             labels_row += [-100] * (len(prompt_ids) - 1) + answer_ids + [-100]
@@ -240,7 +347,9 @@ def packed_batch(
         segments_t[row, : len(ids)] = torch.tensor(segments)
         labels_t[row, : len(ids)] = torch.tensor(labels_row)
         positions[row] = _positions(segments_t[row], len(encoder.prefix))
-    return PackedBatch(pixel_tensor(images), input_ids, segments_t, positions, labels_t, kinds)
+    return PackedBatch(
+        pixel_tensor(images), input_ids, segments_t, positions, labels_t, kinds, option_turns, focus_turns
+    )
 
 
 def _positions(segments: torch.Tensor, prefix_length: int) -> torch.Tensor:
@@ -257,4 +366,16 @@ def _positions(segments: torch.Tensor, prefix_length: int) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
-__all__ = ["QUESTION_TYPES", "TRAIN_MIX", "PackedBatch", "TurnEncoder", "VisionBatch", "packed_batch", "vision_batch"]
+__all__ = [
+    "QUESTION_TYPES",
+    "TRAIN_MIX",
+    "FocusTurn",
+    "OptionTurn",
+    "PackedBatch",
+    "TurnEncoder",
+    "VisionBatch",
+    "focus_patches",
+    "option_token_spans",
+    "packed_batch",
+    "vision_batch",
+]

@@ -40,6 +40,9 @@ class Question:
 
     ``kind`` is one of :data:`QUESTION_TYPES`, ``subtype`` refines it (for example ``neg_adversarial``), ``text``
     is the question without any benchmark suffix, ``options`` the lettered choices of multiple-choice questions.
+    ``focus`` names what the question points at in the image: object names such as ``red circle`` (for a relation
+    the anchor, the first step of the lookup), or ``sign``; training uses it to guide attention
+    (:mod:`mmaccel.toy.guidance`). It is empty where nothing named is in the image (absent objects) and for counts.
     """
 
     kind: str
@@ -48,6 +51,7 @@ class Question:
     answer: str
     options: tuple[str, ...] = field(default=())
     hint: str = ""
+    focus: tuple[str, ...] = ()
 
     def prompt(self, suffix: str = "") -> str:
         """The user text: hint, question, options one per line, then ``suffix`` on its own line."""
@@ -101,7 +105,8 @@ def ask_exist(scene: Scene, rng: np.random.Generator) -> Question | None:
             return None
         color, shape = _pick(rng, pools[subtype])
     answer = "yes" if subtype == "positive" else "no"
-    return Question("exist", subtype, f"Is there a {color} {shape} in the image?", answer)
+    focus = (f"{color} {shape}",) if subtype == "positive" else ()
+    return Question("exist", subtype, f"Is there a {color} {shape} in the image?", answer, focus=focus)
 
 
 def ask_color(scene: Scene, rng: np.random.Generator) -> Question | None:
@@ -110,7 +115,7 @@ def ask_color(scene: Scene, rng: np.random.Generator) -> Question | None:
     if not candidates:
         return None
     item = _pick(rng, candidates)
-    return Question("color", "color", f"What color is the {item.shape}?", item.color)
+    return Question("color", "color", f"What color is the {item.shape}?", item.color, focus=(item.name,))
 
 
 def ask_shape(scene: Scene, rng: np.random.Generator) -> Question | None:
@@ -119,7 +124,7 @@ def ask_shape(scene: Scene, rng: np.random.Generator) -> Question | None:
     if not candidates:
         return None
     item = _pick(rng, candidates)
-    return Question("shape", "shape", f"What shape is the {item.color} object?", item.shape)
+    return Question("shape", "shape", f"What shape is the {item.color} object?", item.shape, focus=(item.name,))
 
 
 def ask_count(scene: Scene, rng: np.random.Generator) -> Question | None:
@@ -140,9 +145,11 @@ def ask_position(scene: Scene, rng: np.random.Generator) -> Question | None:
     item = _pick(rng, list(scene.objects))
     if rng.random() < 0.5:
         answer = "left" if item.col < GRID // 2 else "right"
-        return Question("position", "left_right", f"Is the {item.name} on the left or the right?", answer)
+        text = f"Is the {item.name} on the left or the right?"
+        return Question("position", "left_right", text, answer, focus=(item.name,))
     answer = "top" if item.row < GRID // 2 else "bottom"
-    return Question("position", "top_bottom", f"Is the {item.name} at the top or the bottom?", answer)
+    text = f"Is the {item.name} at the top or the bottom?"
+    return Question("position", "top_bottom", text, answer, focus=(item.name,))
 
 
 _RELATIONS: dict[str, Callable[[ToyObject, ToyObject], bool]] = {
@@ -165,8 +172,10 @@ def ask_relation(scene: Scene, rng: np.random.Generator) -> Question | None:
         return None
     relation, anchor, target = _pick(rng, found)
     if rng.random() < 0.5:
-        return Question("relation", "color", f"What color is the shape {relation} the {anchor.name}?", target.color)
-    return Question("relation", "shape", f"What shape is the object {relation} the {anchor.name}?", target.shape)
+        text = f"What color is the shape {relation} the {anchor.name}?"
+        return Question("relation", "color", text, target.color, focus=(anchor.name,))
+    text = f"What shape is the object {relation} the {anchor.name}?"
+    return Question("relation", "shape", text, target.shape, focus=(anchor.name,))
 
 
 def ask_text(scene: Scene, rng: np.random.Generator) -> Question | None:
@@ -174,7 +183,7 @@ def ask_text(scene: Scene, rng: np.random.Generator) -> Question | None:
     if scene.sign is None:
         return None
     subtype = "single" if len(scene.sign.text) == 1 else "double"
-    return Question("text", subtype, "What is written on the sign?", scene.sign.text)
+    return Question("text", subtype, "What is written on the sign?", scene.sign.text, focus=("sign",))
 
 
 def _options(rng: np.random.Generator, correct: str, pool: list[str], count: int) -> tuple[tuple[str, ...], str]:
@@ -209,12 +218,26 @@ def ask_mc(scene: Scene, rng: np.random.Generator) -> Question | None:
     if base is None:
         return None
     options, answer = _options(rng, base.answer, pool, min(4, len(pool)))
-    return Question("mc", subtype, base.text, answer, options)
+    return Question("mc", subtype, base.text, answer, options, focus=base.focus)
 
 
 def ask_science(scene: Scene, rng: np.random.Generator) -> Question | None:
-    """ScienceQA-like: which of two or three objects (named by colour) has the most or fewest corners."""
+    """ScienceQA-like, with the corner hint as context: one lookup or a comparison, as lettered options.
+
+    Half are ``How many corners does the red object have?`` with the corner counts 0, 3 and 4 as options (one
+    lookup: the object's shape, then the hint); half ``Which object has the most corners?`` over two or three
+    objects named by colour (a comparison of their shapes).
+    """
     candidates = _unique_by_color(scene)
+    if not candidates:
+        return None
+    hint = CORNER_HINT if rng.random() < 0.8 else ""
+    if rng.random() < 0.5:
+        item = _pick(rng, candidates)
+        pool = [str(corners) for corners in sorted(set(CORNERS.values()))]
+        options, answer = _options(rng, str(CORNERS[item.shape]), pool, len(pool))
+        text = f"How many corners does the {item.color} object have?"
+        return Question("science", "corners", text, answer, options, hint, focus=(item.name,))
     by_corners: dict[int, ToyObject] = {}
     for index in rng.permutation(len(candidates)):
         item = candidates[int(index)]
@@ -228,8 +251,8 @@ def ask_science(scene: Scene, rng: np.random.Generator) -> Question | None:
     options, answer = _options(
         rng, f"the {correct.color} object", [f"the {item.color} object" for item in items], len(items)
     )
-    hint = CORNER_HINT if rng.random() < 0.8 else ""
-    return Question("science", subtype, f"Which object has the {subtype} corners?", answer, options, hint)
+    text = f"Which object has the {subtype} corners?"
+    return Question("science", subtype, text, answer, options, hint, focus=tuple(item.name for item in items))
 
 
 GENERATORS: dict[str, Callable[[Scene, np.random.Generator], Question | None]] = {

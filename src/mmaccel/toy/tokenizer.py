@@ -1,8 +1,13 @@
 """A small byte-level BPE tokenizer for the toy model.
 
 Byte-level BPE encodes any text (every byte is in the base alphabet) and decodes it back exactly, while the
-merges learned from the shapes-world corpus make every question word and answer a single token. The corpus is
-generated from a fixed seed, so the tokenizer is the same on every build.
+merges learned from the shapes-world corpus make every question word a single token. The corpus is generated from
+a fixed seed, so the tokenizer is the same on every build.
+
+Letters and digits that stand alone (option letters, counts, sign texts such as ``K7``) are one token per
+character, and the space before them is a token of its own: `` K7`` is ``Ġ K 7``. So the option letter ``A`` of
+``A. red`` and the answer `` A`` end in the same token, and a sign character is the same token wherever it stands;
+with a merged ``ĠA`` the model would have to learn two tokens per letter and per character.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from mmaccel.toy.font import CHARACTERS
@@ -29,6 +34,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, I
 IMAGE_TOKEN_ID = SPECIAL_TOKENS.index(IMAGE_TOKEN)  # 4
 VOCAB_SIZE = 640
 CORPUS_SEED = 1234
+# A space before a standalone run of one or two capitals or digits is split off (isolated) before byte-level BPE.
+STANDALONE_SPACE = r" (?=[A-Z0-9]{1,2}\b)"
 
 # Common benchmark instructions, so that they cost few tokens and the model sees them as familiar words.
 EXTRA_TEXT: tuple[str, ...] = (
@@ -52,13 +59,17 @@ def corpus(num_examples: int = 3000, seed: int = CORPUS_SEED) -> Iterator[str]:
     for _ in range(20):
         yield from EXTRA_TEXT
         yield " ".join(CHARACTERS)
-        yield " " + " ".join(str(number) for number in range(100))
 
 
 def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE on :func:`corpus` and wrap it as a Hugging Face fast tokenizer."""
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(STANDALONE_SPACE), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -26,6 +26,7 @@ from transformers import CLIPVisionModel, LlavaForConditionalGeneration
 
 from mmaccel.toy.data import TRAIN_MIX, PackedBatch, TurnEncoder, packed_batch, vision_batch
 from mmaccel.toy.font import CHARACTERS
+from mmaccel.toy.guidance import OptionGuidance
 from mmaccel.toy.model import toy_config
 from mmaccel.toy.processor import build_processor
 from mmaccel.toy.tokenizer import build_tokenizer
@@ -41,7 +42,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     steps_vision: int = 600
-    steps_llm: int = 1000
+    steps_llm: int = 950
     batch_vision: int = 64
     batch_llm: int = 48
     turns: int = 16
@@ -51,6 +52,8 @@ class TrainConfig:
     warmup_llm: int = 100
     drop_probability: float = 0.2
     position_loss: float = 0.0  # weight of the optional row/column heads (see PositionHeads)
+    guide_loss: float = 0.5  # weight of the option-step attention guidance (mmaccel.toy.guidance)
+    sign_loss: float = 1.0  # weight of the stage-1 CLS head for the sign's characters
     eval_every: int = 250
     model_kwargs: dict = field(default_factory=dict)
     mix: dict = field(default_factory=lambda: dict(TRAIN_MIX))
@@ -78,9 +81,12 @@ class VisionHeads(nn.Module):
         self.col = nn.Linear(hidden, PATCHES_PER_SIDE)
         self.presence = nn.Linear(hidden, len(COLOR_NAMES) * len(SHAPES))
         self.count = nn.Linear(hidden, 6)
+        self.characters = nn.Linear(hidden, len(CHARACTERS))
 
 
-def _vision_losses(tower: CLIPVisionModel, heads: VisionHeads, batch) -> dict[str, torch.Tensor]:
+def _vision_losses(
+    tower: CLIPVisionModel, heads: VisionHeads, batch, sign_weight: float = 0.0
+) -> dict[str, torch.Tensor]:
     out = tower(pixel_values=batch.pixel_values, output_hidden_states=True)
     patches = out.hidden_states[-2][:, 1:]  # [B, 64, D]: the features LLaVA feeds to the projector
     pooled = out.pooler_output  # [B, D]
@@ -102,6 +108,10 @@ def _vision_losses(tower: CLIPVisionModel, heads: VisionHeads, batch) -> dict[st
         "presence": F.binary_cross_entropy_with_logits(heads.presence(pooled), batch.presence) * 4,
         "count": F.cross_entropy(heads.count(pooled), batch.count),
     }
+    if sign_weight > 0:  # the CLS must see the sign too, so that CLS-attention selection keeps it
+        losses["sign_text"] = (
+            F.binary_cross_entropy_with_logits(heads.characters(pooled), batch.characters) * 4 * sign_weight
+        )
     accuracy = {
         "color": (heads.color(patches).argmax(-1)[on_object] == batch.color[on_object]).float().mean(),
         "shape": (heads.shape(patches).argmax(-1)[on_object] == batch.shape[on_object]).float().mean(),
@@ -131,7 +141,7 @@ def train_vision(config: TrainConfig, progress: ProgressCallback | None = None) 
         batch = vision_batch(rng, config.batch_vision)
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, config.steps_vision, config.lr_vision, warmup=50)
-        losses, accuracy = _vision_losses(tower, heads, batch)
+        losses, accuracy = _vision_losses(tower, heads, batch, config.sign_loss)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,10 +197,13 @@ def packed_loss(
     batch: PackedBatch,
     position_heads: PositionHeads | None = None,
     position_weight: float = 0.0,
+    guidance: OptionGuidance | None = None,
+    guide_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss on answer tokens of a packed batch with the vision tower frozen; also per-token correctness ``[N]``.
 
-    With ``position_heads``, ``position_weight`` times their row/column loss on the projected features is added.
+    With ``position_heads``, ``position_weight`` times their row/column loss on the projected features is added;
+    with ``guidance`` (entered on ``model``'s LM), ``guide_weight`` times its attention-guidance loss.
     """
     inner = model.model
     with torch.no_grad():
@@ -200,8 +213,9 @@ def packed_loss(
     embeds = inner.get_input_embeddings()(batch.input_ids)  # [B, L, D]
     image_slots = (batch.input_ids == model.config.image_token_index).unsqueeze(-1)  # [B, L, 1]
     embeds = embeds.masked_scatter(image_slots, image_embeds.to(embeds.dtype))
+    mask = batch.attention_mask()  # [B, 1, L, L]
     hidden = inner.language_model(
-        inputs_embeds=embeds, attention_mask=batch.attention_mask(), position_ids=batch.positions
+        inputs_embeds=embeds, attention_mask=mask, position_ids=batch.positions
     ).last_hidden_state  # [B, L, D]
     targets = batch.labels >= 0  # [B, L]
     logits = model.lm_head(hidden[targets])  # [N, V]
@@ -209,6 +223,8 @@ def packed_loss(
     loss = F.cross_entropy(logits.float(), labels)
     if position_heads is not None and position_weight > 0:
         loss = loss + position_weight * position_heads.loss(image_embeds)
+    if guidance is not None and guide_weight > 0:
+        loss = loss + guide_weight * guidance.loss(batch, mask)[0]
     return loss, logits.argmax(-1) == labels
 
 
@@ -236,6 +252,9 @@ def train_llm(
     if config.position_loss > 0:
         position_heads = PositionHeads(model.config.text_config.hidden_size)
         params += list(position_heads.parameters())
+    guidance = OptionGuidance(model.model.language_model) if config.guide_loss > 0 else None
+    if guidance is not None:
+        params += guidance.parameters()
     optimizer = torch.optim.AdamW(params, lr=config.lr_llm, weight_decay=0.05, betas=(0.9, 0.98))
     encoder = TurnEncoder(tokenizer)
     curve: list[dict] = []
@@ -256,7 +275,7 @@ def train_llm(
         )
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, config.steps_llm, config.lr_llm, config.warmup_llm)
-        loss, correct = packed_loss(model, batch, position_heads, config.position_loss)
+        loss, correct = packed_loss(model, batch, position_heads, config.position_loss, guidance, config.guide_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -268,6 +287,8 @@ def train_llm(
             "loss": float(loss.detach()),
             "token_acc": float(correct.float().mean()),
         }
+        if guidance is not None:
+            record.update({f"guide_{name}": value for name, value in guidance.last_values.items()})
         if evaluate and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps_llm):
             eval_start = time.perf_counter()
             model.eval()
@@ -277,6 +298,8 @@ def train_llm(
             curve.append(record)
         if progress:
             progress("llm", step + 1, config.steps_llm, record)
+    if guidance is not None:
+        guidance.__exit__()
     model.eval()
     return model, curve
 

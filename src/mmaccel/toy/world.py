@@ -172,6 +172,19 @@ def _patch_sums(mask: np.ndarray) -> np.ndarray:
     return mask.reshape(side, PATCH, side, PATCH).sum(axis=(1, 3)).reshape(-1)
 
 
+def object_patches(item: ToyObject, min_cover: float = 1 / 8) -> np.ndarray:
+    """Bool ``[NUM_PATCHES]``: the patches ``item`` covers by at least ``min_cover``, or its best-covered patch."""
+    cover = _patch_sums(_shape_mask(item))
+    return cover >= min(min_cover * PATCH * PATCH, cover.max())
+
+
+def sign_patches(sign: Sign) -> np.ndarray:
+    """Bool ``[NUM_PATCHES]``: the patches that hold at least 16 pixels of ``sign``'s box."""
+    box = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
+    box[sign.top : sign.top + sign.height, sign.left : sign.left + sign.width] = True
+    return _patch_sums(box) >= 16
+
+
 def patch_labels(scene: Scene, min_cover: float = 1 / 8) -> PatchLabels:
     """Label each patch with its dominant object if it covers at least ``min_cover`` of the patch."""
     color = np.zeros(NUM_PATCHES, dtype=np.int64)
@@ -186,10 +199,8 @@ def patch_labels(scene: Scene, min_cover: float = 1 / 8) -> PatchLabels:
     character = np.zeros(NUM_PATCHES, dtype=np.int64)
     sign = np.zeros(NUM_PATCHES, dtype=np.int64)
     if scene.sign is not None:
-        box = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
         s = scene.sign
-        box[s.top : s.top + s.height, s.left : s.left + s.width] = True
-        sign = (_patch_sums(box) >= 16).astype(np.int64)
+        sign = sign_patches(s).astype(np.int64)
         ink_best = np.zeros(NUM_PATCHES, dtype=np.int64)
         for position, letter in enumerate(s.text):
             single = Sign(s.text, s.row, s.col, s.left, s.top, s.width, s.height)
