@@ -5,8 +5,9 @@ them with a hint, each written as one TSV row per circular rotation of its optio
 holds the options shifted by ``k`` and the letter that now points to the correct option, as MMBench's
 CircularEval files do. The image is embedded as base64 JPEG, as in MMBench's TSVs.
 
-ScienceQA: the world's corner-counting questions (``Which object has the most corners?`` over 2-3 objects named
-by colour, with the corner facts as context in 80 % of them) in ``problems.json`` with ``choices``, a 0-based
+ScienceQA: the world's corner-counting questions (half ``How many corners does the red object have?`` with the
+options 0, 3 and 4, half ``Which object has the most corners?`` over 2-3 objects named by colour; the corner facts
+as context in 80 % of them) in ``problems.json`` with ``choices``, a 0-based
 ``answer`` and ``hint``, plus ``pid_splits.json``. Like ScienceQA's test split, it also holds questions without
 an image (one per four image questions: which shape has the most or fewest corners), which the ScienceQA-IMG
 loader leaves out and which cost nothing to evaluate.
