@@ -58,3 +58,17 @@ def test_training_reproduces_from_the_seed(tmp_path, tokenizer):
     a = (tmp_path / "a" / "model.safetensors").read_bytes()
     b = (tmp_path / "b" / "model.safetensors").read_bytes()
     assert a == b
+
+
+def test_curve_line_logs_losses_and_held_out_accuracy_per_type():
+    from mmaccel.cli.toy import _curve_line
+
+    record = {
+        "stage": "llm",
+        "step": 250,
+        "loss": 1.25,
+        "token_acc": 0.5,
+        "guide_focus": 0.0431,
+        "heldout": {"color": 95.0, "color/color": 95.0, "all": 51.1},
+    }
+    assert _curve_line(record) == "loss 1.250 guide_focus 0.043 | held-out color 95.0 all 51.1"
