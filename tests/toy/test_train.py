@@ -72,3 +72,18 @@ def test_curve_line_logs_losses_and_held_out_accuracy_per_type():
         "heldout": {"color": 95.0, "color/color": 95.0, "all": 51.1},
     }
     assert _curve_line(record) == "loss 1.250 guide_focus 0.043 | held-out color 95.0 all 51.1"
+
+
+def test_learning_curve_plot_draws_the_guidance_terms(tmp_path):
+    pytest.importorskip("matplotlib")
+    from mmaccel.toy.plot import plot_curve
+
+    curve = [
+        {"stage": "vision", "step": 1, "minutes": 0.1, "loss": 3.0, "acc_color": 0.2, "acc_shape": 0.3,
+         "acc_character": 0.1},
+        {"stage": "llm", "step": 1, "minutes": 0.1, "loss": 4.0, "token_acc": 0.1, "guide_focus": 2.0},
+        {"stage": "llm", "step": 2, "minutes": 0.2, "loss": 2.0, "token_acc": 0.4, "guide_focus": 0.5,
+         "heldout": {"all": 40.0}},
+    ]  # fmt: skip
+    plot_curve(curve, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"

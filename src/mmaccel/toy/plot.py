@@ -21,7 +21,13 @@ def plot_curve(curve: list[dict], out: Path) -> None:
     offset = vision[-1]["minutes"] if vision else 0.0
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80)
     loss_axis.plot([r["minutes"] for r in vision], [r["loss"] for r in vision], label="stage 1 (tower, sum of heads)")
-    loss_axis.plot([offset + r["minutes"] for r in llm], [r["loss"] for r in llm], label="stage 2 (answer tokens)")
+    guides = sorted({key for r in llm for key in r if key.startswith("guide_")})
+    stage2 = "stage 2 (answer tokens + guidance)" if guides else "stage 2 (answer tokens)"
+    loss_axis.plot([offset + r["minutes"] for r in llm], [r["loss"] for r in llm], label=stage2)
+    for key in guides:  # the attention-guidance terms (mmaccel.toy.guidance), each -log of a target mass
+        points = [(offset + r["minutes"], r[key]) for r in llm if r.get(key, 0) > 0]
+        if points:
+            loss_axis.plot(*zip(*points), "--", linewidth=0.8, label=key.replace("guide_", "guidance: "))
     loss_axis.set_yscale("log")
     loss_axis.set_xlabel("training minutes")
     loss_axis.set_ylabel("loss")

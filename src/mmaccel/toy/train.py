@@ -52,7 +52,7 @@ class TrainConfig:
     warmup_llm: int = 100
     drop_probability: float = 0.2
     position_loss: float = 0.0  # weight of the optional row/column heads (see PositionHeads)
-    guide_loss: float = 0.5  # weight of the option-step attention guidance (mmaccel.toy.guidance)
+    guide_loss: float = 0.5  # weight of the attention guidance (mmaccel.toy.guidance), 0 turns it off
     sign_loss: float = 1.0  # weight of the stage-1 CLS head for the sign's characters
     eval_every: int = 250
     model_kwargs: dict = field(default_factory=dict)
