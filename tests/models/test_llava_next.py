@@ -1,4 +1,4 @@
-"""LLaVA-NeXT (anyres tiles): the adapter's facts and layout, and the contract of every method on the tiny model."""
+"""LLaVA-NeXT (anyres tiles): the adapter's facts and layout (the method contract: test_tiled_contract.py)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,11 @@ import pytest
 import torch
 
 import mmaccel
-from method_matrix import METHOD_MATRIX
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.models import adapter_for
 from mmaccel.models.tiny import tiny_tiled_inputs
-from tiled_contract import (
-    check_batch_equals_single_rows,
-    check_cached_decode_equals_recompute,
-    check_deterministic,
-    check_fastv_positions,
-    check_keep_all_is_identical,
-    check_kept_counts,
-    check_restored,
-    check_unsupported,
-    is_supported,
-    untouched,
-)
-from tiled_models import NEXT, PARTIAL_BUDGET, TILE_TOKENS
-
-METHODS = sorted(METHOD_MATRIX)
+from tiled_contract import untouched
+from tiled_models import NEXT, TILE_TOKENS
 
 
 @pytest.fixture(scope="module")
@@ -78,61 +64,6 @@ def test_unpadding_cuts_tiles_and_every_row_ends_with_a_newline(model):
     assert layout.grids == {0: (4, 4), 1: (2, 4), 2: (2, 4)}  # the 32x64 grid unpadded to 2 of 4 patch rows
     grid = layout.unit[16:].view(2, 9)  # two rows of 4 + 4 patches and a newline
     assert grid[:, :4].eq(1).all() and grid[:, 4:8].eq(2).all() and grid[:, 8].eq(-1).all()
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("budget", [1.0, TILE_TOKENS])
-def test_keep_all_budget_is_bit_identical(model, method, budget):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_keep_all_is_identical(NEXT, model, method, budget)
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("budget", [PARTIAL_BUDGET, 0.25])
-def test_kept_count_is_the_budget_of_every_tile(model, method, budget):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_kept_counts(NEXT, model, method, budget)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_batch_of_two_equals_single_runs(model, method):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_batch_equals_single_rows(NEXT, model, method)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_same_inputs_same_keep_indices(model, method):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_deterministic(NEXT, model, method)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_model_restored_after_exit_and_after_error(model, method):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_restored(NEXT, model, method)
-
-
-@pytest.mark.parametrize("method", ["tome", "evit"])
-def test_in_tower_methods_are_not_supported_with_the_reason(model, method):
-    with pytest.raises(NotSupportedError, match="anyres layout"):
-        mmaccel.apply(model, method, budget=4)
-
-
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_fastv_prefill_and_decode_equal_a_masked_unpruned_run(attn):
-    model = NEXT.build(attn=attn)
-    check_fastv_positions(NEXT, model)
-
-
-@pytest.mark.parametrize("method", ["fastervlm", "visionzip", "prumerge+"])
-@pytest.mark.parametrize("positions", ["original", "contiguous"])
-def test_cached_decode_equals_no_cache_recompute(model, method, positions):
-    check_cached_decode_equals_recompute(NEXT, model, method, positions)
 
 
 def test_an_int_budget_above_a_tile_is_refused(model):

@@ -1,5 +1,5 @@
-"""LLaVA-OneVision (SigLIP without CLS, anyres images, video): facts, layouts, received-attention scores, and the
-contract of every method on the tiny model (a prompt with two images and a two-frame video)."""
+"""LLaVA-OneVision (SigLIP without CLS, anyres images, video): facts, layouts and received-attention scores on the
+tiny model (a prompt with two images and a two-frame video); the method contract is in test_tiled_contract.py."""
 
 from __future__ import annotations
 
@@ -7,25 +7,10 @@ import pytest
 import torch
 
 import mmaccel
-from method_matrix import METHOD_MATRIX
-from mmaccel.errors import NotSupportedError
 from mmaccel.models import adapter_for
 from mmaccel.models.tiny import tiny_llava_onevision, tiny_tiled_inputs
 from mmaccel.ops.attention import received_attention
-from tiled_contract import (
-    check_batch_equals_single_rows,
-    check_cached_decode_equals_recompute,
-    check_deterministic,
-    check_fastv_positions,
-    check_keep_all_is_identical,
-    check_kept_counts,
-    check_restored,
-    check_unsupported,
-    is_supported,
-)
-from tiled_models import ONEVISION, PARTIAL_BUDGET, TILE_TOKENS
-
-METHODS = sorted(METHOD_MATRIX)
+from tiled_models import ONEVISION, TILE_TOKENS
 
 
 @pytest.fixture(scope="module")
@@ -94,61 +79,6 @@ def test_fastervlm_keeps_the_most_received_patches_of_each_frame(model):
         f * 4 + torch.sort(pooled[f], descending=True, stable=True).indices[:2].sort().values for f in range(2)
     ]
     assert video_keep.tolist() == torch.cat([*expected, torch.tensor([8])]).tolist()
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("budget", [1.0, TILE_TOKENS])
-def test_keep_all_budget_is_bit_identical(model, method, budget):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_keep_all_is_identical(ONEVISION, model, method, budget)
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("budget", [PARTIAL_BUDGET, 0.25])
-def test_kept_count_is_the_budget_of_every_tile_and_frame(model, method, budget):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_kept_counts(ONEVISION, model, method, budget)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_batch_of_two_equals_single_runs(model, method):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_batch_equals_single_rows(ONEVISION, model, method)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_same_inputs_same_keep_indices(model, method):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_deterministic(ONEVISION, model, method)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_model_restored_after_exit_and_after_error(model, method):
-    if not is_supported(model, method):
-        return check_unsupported(model, method)
-    check_restored(ONEVISION, model, method)
-
-
-@pytest.mark.parametrize("method", ["tome", "evit"])
-def test_in_tower_methods_are_not_supported_with_the_reason(model, method):
-    with pytest.raises(NotSupportedError, match="anyres layout"):
-        mmaccel.apply(model, method, budget=4)
-
-
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_fastv_prefill_and_decode_equal_a_masked_unpruned_run(attn):
-    model = ONEVISION.build(attn=attn)
-    check_fastv_positions(ONEVISION, model)
-
-
-@pytest.mark.parametrize("method", ["fastervlm", "visionzip", "prumerge+"])
-@pytest.mark.parametrize("positions", ["original", "contiguous"])
-def test_cached_decode_equals_no_cache_recompute(model, method, positions):
-    check_cached_decode_equals_recompute(ONEVISION, model, method, positions)
 
 
 def test_several_images_per_sample_are_base_tiles_with_one_newline_each(model):
