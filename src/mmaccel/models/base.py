@@ -187,3 +187,27 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def set_attn_implementation(self, part: str, name: str) -> None: ...
+
+
+class ComposedModelAdapter(ModelAdapter):
+    """The language-model facts shared by the composed ``transformers`` 5 layout of LLaVA and Qwen-VL:
+    ``model.model`` holds the vision tower and ``language_model`` (decoder blocks at ``layers``, their rotary tables
+    from ``rotary_emb(hidden, position_ids)``), and the top-level config holds ``text_config``."""
+
+    @property
+    def base_model(self) -> nn.Module:
+        return self.model.model
+
+    @property
+    def text_config(self) -> Any:
+        return self.model.config.text_config
+
+    def text_layers(self) -> nn.ModuleList:
+        return self.model.model.language_model.layers
+
+    def text_attention(self, layer: int) -> nn.Module:
+        return self.text_layers()[layer].self_attn
+
+    def rotary_embedding(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # position_ids: (B, L), or (3, B, L) on M-RoPE models
+        return self.model.model.language_model.rotary_emb(hidden, position_ids)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from mmaccel.errors import NotSupportedError
-from mmaccel.models.base import ModelAdapter, VisionBlockParts
+from mmaccel.models.base import ComposedModelAdapter, VisionBlockParts
 
 
-class LlavaAdapter(ModelAdapter):
+class LlavaAdapter(ComposedModelAdapter):
     """LLaVA-1.5 as ``transformers`` 5.23 builds it.
 
     Facts used: ``model.model.{vision_tower, multi_modal_projector, language_model}``; CLIP encoder blocks at
@@ -22,23 +21,6 @@ class LlavaAdapter(ModelAdapter):
 
     name = "llava"
     model_classes = ("LlavaForConditionalGeneration",)
-
-    @property
-    def base_model(self) -> nn.Module:
-        return self.model.model
-
-    @property
-    def text_config(self) -> Any:
-        return self.model.config.text_config
-
-    def text_layers(self) -> nn.ModuleList:
-        return self.model.model.language_model.layers
-
-    def text_attention(self, layer: int) -> nn.Module:
-        return self.text_layers()[layer].self_attn
-
-    def rotary_embedding(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.model.language_model.rotary_emb(hidden, position_ids=position_ids)
 
     # -- vision --------------------------------------------------------------------------------------------------
     @property

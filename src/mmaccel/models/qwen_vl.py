@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mmaccel.errors import NotSupportedError
-from mmaccel.models.base import ModelAdapter
+from mmaccel.models.base import ComposedModelAdapter
 
 _TOWER_REASON = (
     "methods inside the vision tower (ToMe, EViT) are not supported on {name}: its tower runs all images as one "
@@ -29,7 +29,7 @@ _TOWER_REASON = (
 )
 
 
-class QwenVLAdapter(ModelAdapter):
+class QwenVLAdapter(ComposedModelAdapter):
     """Qwen2-VL: a ViT over packed patches with a 2x2 patch merger, and a Qwen2 decoder with M-RoPE.
 
     Semantics on this family (see docs/model-families.md):
@@ -53,24 +53,6 @@ class QwenVLAdapter(ModelAdapter):
     window_attention: ClassVar[bool] = False
 
     # -- language model ---------------------------------------------------------------------------------------
-    @property
-    def base_model(self) -> nn.Module:
-        return self.model.model
-
-    @property
-    def text_config(self) -> Any:
-        return self.model.config.text_config
-
-    def text_layers(self) -> nn.ModuleList:
-        return self.model.model.language_model.layers
-
-    def text_attention(self, layer: int) -> nn.Module:
-        return self.text_layers()[layer].self_attn
-
-    def rotary_embedding(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids: (B, L) (the same on the three M-RoPE rows) or (3, B, L)
-        return self.model.model.language_model.rotary_emb(hidden, position_ids)
-
     def uses_mrope(self) -> bool:
         return True
 
