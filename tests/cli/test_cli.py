@@ -35,3 +35,9 @@ def test_list_support_prints_the_matrix(capsys):
     out = capsys.readouterr().out
     assert "| method | LLaVA-1.5" in out
     assert "| `downsample` | not supported: needs a model whose visual token count follows the image size" in out
+
+
+def test_toy_train_rejects_a_negative_guidance_weight(capsys, tmp_path):
+    assert main(["toy", "train", "--out", str(tmp_path / "run"), "--guide-loss", "-1"]) == 2
+    assert "--guide-loss must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything is written

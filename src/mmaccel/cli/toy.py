@@ -27,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps-vision", type=int, default=None, help="stage-1 steps (default: shipped recipe)")
     train.add_argument("--steps-llm", type=int, default=None, help="stage-2 steps (default: shipped recipe)")
+    train.add_argument(
+        "--guide-loss",
+        type=float,
+        default=None,
+        help="weight of the attention guidance (default: shipped recipe, 0.5; 0 trains without it)",
+    )
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it)")
     train.add_argument("--eval-per-type", type=int, default=0, help="held-out questions per type for the curve")
     train.set_defaults(func=run_train)
@@ -80,6 +86,10 @@ def run_train(args: argparse.Namespace) -> int:
     from mmaccel.toy.train import TrainConfig, run
 
     config = TrainConfig(seed=args.seed, threads=args.threads)
+    if args.guide_loss is not None:
+        if not args.guide_loss >= 0:
+            raise ConfigError(f"--guide-loss must be >= 0 (0 trains without guidance); got {args.guide_loss}")
+        config.guide_loss = args.guide_loss
     if args.steps_vision is not None:
         config.steps_vision = args.steps_vision
     if args.steps_llm is not None:
