@@ -51,10 +51,14 @@ class TiledFamily:
         adapter = adapter_for(model)
         runs = []
         if "image_sizes" in inputs:
-            layouts = adapter.tile_layouts("image", {"image_sizes": inputs["image_sizes"]})
+            layouts = adapter.visual_layouts(
+                "image", {"image_sizes": inputs["image_sizes"]}, len(inputs["image_sizes"])
+            )
             runs += [[len(layout.positions(u)) for u in layout.grids] for layout in layouts]
         if "pixel_values_videos" in inputs:
-            layouts = adapter.tile_layouts("video", {"pixel_values_videos": inputs["pixel_values_videos"]})
+            layouts = adapter.visual_layouts(
+                "video", {"pixel_values_videos": inputs["pixel_values_videos"]}, len(inputs["pixel_values_videos"])
+            )
             runs += [[len(layout.positions(u)) for u in layout.grids] for layout in layouts]
         return runs
 

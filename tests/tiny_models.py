@@ -335,7 +335,9 @@ def anyres_units(model, inputs: dict[str, torch.Tensor]) -> list[list[int]]:
     """Patch tokens of each tile of each image (the adapter's tile layout; newlines are outside the tiles)."""
     from mmaccel.models.registry import adapter_for
 
-    layouts = adapter_for(model).tile_layouts("image", {"image_sizes": inputs["image_sizes"]})
+    layouts = adapter_for(model).visual_layouts(
+        "image", {"image_sizes": inputs["image_sizes"]}, len(inputs["image_sizes"])
+    )
     return [[len(layout.positions(unit)) for unit in layout.grids] for layout in layouts]
 
 

@@ -39,7 +39,7 @@ def _tile_features(model, pixel_values, tiles):
 def test_layout_maps_every_token_to_its_tile_patch(model, sizes):
     adapter = adapter_for(model)
     inputs = tiny_tiled_inputs(model, [sizes])
-    layouts = adapter.tile_layouts("image", {"image_sizes": inputs["image_sizes"]})
+    layouts = adapter.visual_layouts("image", {"image_sizes": inputs["image_sizes"]}, len(inputs["image_sizes"]))
     with torch.no_grad():
         packed = model.model.get_image_features(
             pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"]
@@ -60,7 +60,7 @@ def test_layout_maps_every_token_to_its_tile_patch(model, sizes):
 
 
 def test_unpadding_cuts_tiles_and_every_row_ends_with_a_newline(model):
-    layout = adapter_for(model).tile_layouts("image", {"image_sizes": torch.tensor([(20, 64)])})[0]
+    layout = adapter_for(model).visual_layouts("image", {"image_sizes": torch.tensor([(20, 64)])}, 1)[0]
     assert layout.grids == {0: (4, 4), 1: (2, 4), 2: (2, 4)}  # the 32x64 grid unpadded to 2 of 4 patch rows
     grid = layout.unit[16:].view(2, 9)  # two rows of 4 + 4 patches and a newline
     assert grid[:, :4].eq(1).all() and grid[:, 4:8].eq(2).all() and grid[:, 8].eq(-1).all()

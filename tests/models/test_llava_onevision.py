@@ -29,7 +29,7 @@ def test_facts(model):
 
 def test_video_layout_is_pooled_frames_then_one_newline(model):
     videos = torch.randn(2, 3, 3, 32, 32)
-    layouts = adapter_for(model).tile_layouts("video", {"pixel_values_videos": videos})
+    layouts = adapter_for(model).visual_layouts("video", {"pixel_values_videos": videos}, len(videos))
     with torch.no_grad():
         features = model.model.get_video_features(pixel_values_videos=videos).pooler_output  # (2, 13, D)
     for layout in layouts:
@@ -44,7 +44,9 @@ def test_interpolated_grids_map_tokens_to_their_nearest_patch():
     model = tiny_llava_onevision()
     model.config.vision_aspect_ratio = "anyres_max_1"  # a 2x2 grid of tiles is downsized to one tile's size
     inputs = tiny_tiled_inputs(model, [[(64, 64)]])
-    layout = adapter_for(model).tile_layouts("image", {"image_sizes": inputs["image_sizes"]})[0]
+    layout = adapter_for(model).visual_layouts(
+        "image", {"image_sizes": inputs["image_sizes"]}, len(inputs["image_sizes"])
+    )[0]
     with torch.no_grad():
         features = model.model.get_image_features(**{k: inputs[k] for k in ("pixel_values", "image_sizes")})
     assert layout.n_tokens == features.pooler_output[0].shape[0] == 16 + 4 * 5
@@ -84,7 +86,7 @@ def test_fastervlm_keeps_the_most_received_patches_of_each_frame(model):
 def test_several_images_per_sample_are_base_tiles_with_one_newline_each(model):
     inputs = tiny_tiled_inputs(model, [[(64, 32), (32, 64)]])
     arguments = {"image_sizes": inputs["image_sizes"], "batch_num_images": torch.tensor([2])}
-    layouts = adapter_for(model).tile_layouts("image", arguments)
+    layouts = adapter_for(model).visual_layouts("image", arguments, 2)
     assert [layout.unit.tolist() for layout in layouts] == [[0] * 16 + [-1]] * 2
     with torch.no_grad():
         features = model.model.get_image_features(

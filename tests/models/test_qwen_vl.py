@@ -96,8 +96,12 @@ def test_adapter_facts(family):
     assert adapter.uses_mrope() and adapter.reduction_module() is None
     assert adapter.visual_token_ids() == {"image": TINY_IMAGE_TOKEN, "video": TINY_VIDEO_TOKEN}
     inputs = batch(video=True)
-    assert adapter.item_token_counts(inputs, "image") == TOKENS
-    assert adapter.item_token_counts(inputs, "video") == [8, 8]
+    image_layouts = adapter.visual_layouts("image", inputs, len(TOKENS))
+    assert [layout.n_tokens for layout in image_layouts] == TOKENS
+    assert all(len(layout.grids) == 1 and not layout.frames for layout in image_layouts)
+    video_layouts = adapter.visual_layouts("video", inputs, 2)  # 2 frame groups of 2 x 2 merged tokens each
+    assert [layout.n_tokens for layout in video_layouts] == [8, 8]
+    assert all(layout.frames == {0: 0, 1: 1} and layout.unit.tolist() == [0] * 4 + [1] * 4 for layout in video_layouts)
     positions, deltas = adapter.rope_positions(inputs)
     reference, reference_deltas = model.model.get_rope_index(
         inputs["input_ids"],
@@ -315,7 +319,8 @@ def test_prefill_and_every_decode_step_equal_a_masked_uncompressed_run(family, a
     with mmaccel.apply(model, method, budget=3, **kwargs) as session:
         out = generate(model, inputs)
     hidden = _hidden_prompt_tokens(inputs, session, method)
-    assert int(hidden.sum()) == (16 - 3) + (8 - 3) + 2 * (8 - 3)  # two images, two videos, 3 kept of each
+    # two images (16 and 8 tokens) and two videos of 2 frames x 4 tokens: 3 kept of each image and of each frame
+    assert int(hidden.sum()) == (16 - 3) + (8 - 3) + 2 * 2 * (4 - 3)
     prompt_length = inputs["input_ids"].shape[1]
     for step, step_logits in enumerate(out.logits):
         generated = out.sequences[:, prompt_length : prompt_length + step]

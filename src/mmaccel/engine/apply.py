@@ -10,12 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmaccel.engine.context import SampleStats, TokenContext
-from mmaccel.engine.encoded import EncodedVisualStage
+from mmaccel.engine.context import TokenContext
 from mmaccel.engine.hooks import HookSet
 from mmaccel.engine.layers import LayerStage, positions_mode
-from mmaccel.engine.sequence import VisualLayout, rebuild_prompt, take_tokens, visual_layout
-from mmaccel.engine.tiles import TiledStage
 from mmaccel.engine.tower import TowerStage
 from mmaccel.engine.visual import VisualStage
 from mmaccel.errors import ConfigError, NotSupportedError
@@ -58,15 +55,11 @@ class Session:
         self.calls: list[TokenContext] = []
         self._hooks = HookSet()
         self._sequence: _Sequence | None = None
-        self._visual: VisualStage | None = None
-        self._tiles = TiledStage(method, adapter) if adapter.tiled else None  # all methods on tiled models
-        if self._tiles is None and Stage.VISUAL_OUTPUT in method.stage and adapter.reduction_module() is None:
-            self._visual = EncodedVisualStage(method, adapter)  # reduces the encoder's per-item output
-        elif self._tiles is None and Stage.VISUAL_OUTPUT in method.stage:
-            self._visual = VisualStage(method, adapter)
-        elif self._tiles is None and Stage.VISION_ENCODER in method.stage:
-            self._visual = TowerStage(method, adapter)  # hands its result on like a pre-LLM reduction
-        self._layers = LayerStage(method, adapter) if Stage.LLM_PREFILL in method.stage else None
+        self.full_budget = method.keeps_everything()  # budget=1.0: nothing is probed, scored or changed
+        acting = method if not self.full_budget else _Unchanged()
+        self._visual = TowerStage(method, adapter) if Stage.VISION_ENCODER in acting.stage else None
+        self._visual = self._visual or VisualStage(acting, adapter)
+        self._layers = LayerStage(method, adapter) if Stage.LLM_PREFILL in acting.stage else None
         self._frames_only = method.stage == Stage.FRAMES  # acts on the images before the processor, only
         self.resized: list = []  # FRAMES methods: one record per image passed through prepare_images
         self._prepared = False
@@ -96,10 +89,7 @@ class Session:
         if id(self.model) in _ACTIVE:
             raise NotSupportedError("a method is already applied to this model; sessions cannot be nested")
         try:
-            if self._tiles is not None:
-                self._tiles.install(self._hooks)
-            if self._visual is not None:
-                self._visual.install(self._hooks)
+            self._visual.install(self._hooks)
             if self._layers is not None:
                 self._layers.install(self._hooks)
             self._hooks.forward_pre_hook(self.adapter.base_model, self._on_model_call, with_kwargs=True)
@@ -168,6 +158,7 @@ class Session:
         return any(kwargs.get(key) is not None for key in keys) or bool(kwargs.get("mm_encoder_outputs"))
 
     def _start(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The prefill of a prompt with visual items: lay out, reduce, rebuild (:mod:`mmaccel.engine.visual`)."""
         from transformers import DynamicCache
 
         cache = kwargs.get("past_key_values")
@@ -180,86 +171,36 @@ class Session:
             cache = DynamicCache(config=self.adapter.text_config)  # what the model would create; now we know it
             kwargs["past_key_values"] = cache
         input_ids = kwargs["input_ids"]
-        batch, length = input_ids.shape
         mask2d = kwargs.get("attention_mask")
         if mask2d is not None and mask2d.dim() != 2:
             raise NotSupportedError("methods need a 2-D attention mask (batch, sequence); got a 4-D mask")
         positions = self._prompt_positions(kwargs, mask2d)  # (B, N), or (3, B, N) on M-RoPE models
         if mask2d is None:
             mask2d = torch.ones_like(input_ids)
-
-        if self._tiles is not None:
-            return self._start_tiled(kwargs, cache, mask2d, positions)
-        pending: dict[str, Any] = {}
-        if self._visual is not None:
-            kwargs = self._visual.encode_if_needed(kwargs)
-            encoder_outputs = kwargs.get("mm_encoder_outputs") or {}
-            for modality in self.adapter.visual_token_ids():
-                if encoder_outputs.get(modality) is not None:
-                    features = list(encoder_outputs[modality].pooler_output)
-                    pending[modality] = self._visual.take_pending_for(modality, features)
-        names = {token: modality for modality, token in self.adapter.visual_token_ids().items()}
-        layout = visual_layout(input_ids, self._counts_by_token(kwargs, pending), names)
-        stats = []
-        for row in range(batch):
-            items = [g for g, r in enumerate(layout.rows) if r == row]
-            stats.append(SampleStats(images=len(items), visual_tokens=sum(layout.counts[g] for g in items)))
-        context = TokenContext(stats=stats)
-        self.calls.append(context)
-        sequence = _Sequence(
-            context=context,
-            cache=cache,
-            input_length=length,
-            prompt_length=length,
-            prompt_mask=None,
-            shift=None,
-            positions_mode=positions_mode(self.method, self.adapter),
-        )
-        if self.adapter.uses_mrope():
-            sequence.next_position = positions[:, :, -1].amax(0) + 1  # left padding: the last column is real
-        index = layout.index
-        if self._visual is not None:
-            reduced = self._reduce_visual(sequence, kwargs, layout, pending, mask2d, positions)
-            kwargs, index, mask2d, positions = reduced
-        n_layers = self.adapter.num_text_layers()
-        for row, row_stats in enumerate(stats):
-            row_stats.layer_tokens = [int((index[row] >= 0).sum())] * n_layers
-        if self._layers is not None:
-            self._layers.start(context, cache, index, mask2d, positions)
-        self._sequence = sequence
-        return kwargs
-
-    def _start_tiled(self, kwargs: dict[str, Any], cache: Any, mask2d, positions) -> dict[str, Any]:
-        """Prefill on a tiled model (anyres tiles, video frames): see :mod:`mmaccel.engine.tiles`."""
-        assert self._tiles is not None
-        length = kwargs["input_ids"].shape[1]
         mode = positions_mode(self.method, self.adapter)
-        prefill = self._tiles.prefill(kwargs, mask2d, positions, mode, self.adapter.text_config.pad_token_id or 0)
-        stats = [
-            SampleStats(images=images, visual_tokens=n_in) for images, n_in in zip(prefill.images, prefill.visual_in)
-        ]
-        context = TokenContext(stats=stats)
+        pad_id = self.adapter.text_config.pad_token_id or 0
+        prefill = self._visual.prefill(kwargs, mask2d, positions, mode, pad_id)
+        context = prefill.context
         self.calls.append(context)
-        if self._tiles.reduces:
-            for row_stats, n_in, n_out in zip(stats, prefill.visual_in, prefill.visual_out):
-                row_stats.stages[TiledStage.stage_name] = (n_in, n_out)
-            context.visual_keep = list(prefill.keep)
-            context.visual_groups = list(prefill.groups)
-        index = prefill.visual_index
         sequence = _Sequence(
             context=context,
             cache=cache,
-            input_length=length,
-            prompt_length=index.shape[1],
-            prompt_mask=prefill.attention_mask if prefill.reduced else None,
+            input_length=input_ids.shape[1],
+            prompt_length=prefill.visual_index.shape[1],
+            prompt_mask=prefill.attention_mask if prefill.rebuilt else None,
             shift=prefill.shift,
             positions_mode=mode,
         )
+        if self.adapter.uses_mrope():
+            sequence.next_position = positions[:, :, -1].amax(0) + 1  # left padding: the last column is real
+            if prefill.rebuilt:  # decode calls without position ids continue from the kept positions
+                n_real = prefill.attention_mask.long().sum(-1)  # (B,)
+                self.adapter.set_rope_deltas((sequence.next_position - n_real)[:, None])
         n_layers = self.adapter.num_text_layers()
-        for row, row_stats in enumerate(stats):
-            row_stats.layer_tokens = [int((index[row] >= 0).sum())] * n_layers
+        for row_stats, n_visual in zip(context.stats, (prefill.visual_index >= 0).sum(-1).tolist()):
+            row_stats.layer_tokens = [n_visual] * n_layers
         if self._layers is not None:
-            self._layers.start(context, cache, index, prefill.attention_mask, prefill.position_ids)
+            self._layers.start(context, cache, prefill.visual_index, prefill.attention_mask, prefill.position_ids)
         self._sequence = sequence
         return prefill.kwargs
 
@@ -278,114 +219,6 @@ class Session:
         elif positions.dim() == 2:
             positions = positions[None].expand(3, -1, -1)
         return positions
-
-    def _counts_by_token(self, kwargs: dict[str, Any], pending: dict[str, Any]) -> dict[int, list[int]]:
-        """Placeholder tokens of each visual item per placeholder id, in the order the model consumes them."""
-        counts = {}
-        input_ids = kwargs["input_ids"]
-        for modality, token in self.adapter.visual_token_ids().items():
-            if not bool((input_ids == token).any()):
-                continue
-            if pending.get(modality) is not None:
-                counts[token] = list(pending[modality].counts_in)
-            else:
-                counts[token] = self._feature_counts(kwargs, modality)
-        return counts
-
-    def _feature_counts(self, kwargs: dict[str, Any], modality: str = "image") -> list[int]:
-        """Placeholder tokens per item of ``modality``, in the order the model consumes them."""
-        encoder_outputs = kwargs.get("mm_encoder_outputs") or {}
-        if encoder_outputs.get(modality) is not None:
-            return [f.shape[0] for f in encoder_outputs[modality].pooler_output]
-        counts = self.adapter.item_token_counts(kwargs, modality)
-        if counts is not None:
-            return counts
-        per_image = self.adapter.tokens_per_image() if modality == "image" else None
-        token = self.adapter.visual_token_ids()[modality]
-        n_placeholders = int((kwargs["input_ids"] == token).sum())
-        if per_image is None or n_placeholders % per_image:
-            raise NotSupportedError(f"cannot tell how many tokens each {modality} has; pass pixel values or features")
-        return [per_image] * (n_placeholders // per_image)
-
-    def _reduce_visual(self, sequence: _Sequence, kwargs, layout: VisualLayout, pending, mask2d, positions):
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        assert self._visual is not None
-        input_ids = kwargs["input_ids"]
-        context = sequence.context
-        modality_of = {token: modality for modality, token in self.adapter.visual_token_ids().items()}
-        # per item in (batch, sequence) order: its reduction, or None when it passes through unchanged
-        reductions = [pending.get(modality_of[token]) for token, _ in layout.items]
-        reductions = [None if r is None or r.identity else r for r in reductions]
-        counts_out, sources = [], []
-        for g, (_, k) in enumerate(layout.items):
-            reduction = reductions[g]
-            counts_out.append(reduction.counts_out[k] if reduction is not None else layout.counts[g])
-            sources.append(reduction.sources[k] if reduction is not None else torch.arange(layout.counts[g]))
-        self._record_visual(context, layout, counts_out, pending, reductions, self._visual.stage_name)
-        if all(r is None for r in reductions):
-            return kwargs, layout.index, mask2d, positions
-        rebuilt = rebuild_prompt(
-            input_ids,
-            mask2d,
-            positions,
-            tuple(self.adapter.visual_token_ids().values()),
-            layout.counts,
-            counts_out,
-            sources,
-            sequence.positions_mode,
-            self.adapter.text_config.pad_token_id or 0,
-        )
-        kwargs["input_ids"] = rebuilt.input_ids
-        kwargs["attention_mask"] = rebuilt.attention_mask  # always explicit: avoids packed-sequence detection
-        kwargs["position_ids"] = rebuilt.position_ids  # (B, N') or the (3, B, N') M-RoPE rows
-        for key in self.adapter.per_token_keys:
-            if kwargs.get(key) is not None:
-                kwargs[key] = take_tokens(kwargs[key], rebuilt.keep, rebuilt.attention_mask)
-        encoder_outputs = dict(kwargs["mm_encoder_outputs"])
-        for modality, reduction in pending.items():
-            if reduction is None or reduction.identity:
-                continue
-            if reduction.features is not None:
-                features = list(reduction.features)
-            else:
-                features = [f[:n] for f, n in zip(encoder_outputs[modality].pooler_output, reduction.counts_out)]
-            encoder_outputs[modality] = BaseModelOutputWithPooling(pooler_output=features)
-        kwargs["mm_encoder_outputs"] = encoder_outputs
-        sequence.prompt_length = rebuilt.input_ids.shape[1]
-        sequence.prompt_mask = rebuilt.attention_mask
-        sequence.shift = rebuilt.shift
-        if self.adapter.uses_mrope():  # decode calls without position ids continue from the kept positions
-            n_real = rebuilt.attention_mask.long().sum(-1)  # (B,)
-            self.adapter.set_rope_deltas((sequence.next_position - n_real)[:, None])
-        counts_by_token: dict[int, list[int]] = {}
-        for (token, _), count in zip(layout.items, counts_out):
-            counts_by_token.setdefault(token, []).append(count)
-        index = visual_layout(rebuilt.input_ids, counts_by_token).index
-        return kwargs, index, rebuilt.attention_mask, rebuilt.position_ids
-
-    @staticmethod
-    def _record_visual(context: TokenContext, layout: VisualLayout, counts_out, pending, reductions, stage: str):
-        """Per-item kept sources, groups and sizes in (batch, sequence) order; tokens in/out per sample."""
-        for g, (_, k) in enumerate(layout.items):
-            reduction = reductions[g]
-            if reduction is None:
-                identity = torch.arange(layout.counts[g])
-                context.visual_keep.append(identity)
-                context.visual_groups.append(identity)
-                continue
-            context.visual_keep.append(reduction.sources[k])
-            context.visual_groups.append(reduction.groups[k])
-            if reduction.sizes:
-                context.visual_sizes.append(reduction.sizes[k])
-            if reduction.frame_ids is not None:
-                context.visual_frames[g] = reduction.frame_ids[k]
-        for row, stats in enumerate(context.stats):
-            items = [g for g, r in enumerate(layout.rows) if r == row]
-            stats.stages[stage] = (sum(layout.counts[g] for g in items), sum(counts_out[g] for g in items))
-            towers = [r.tower_tokens for r in pending.values() if r is not None and r.tower_tokens is not None]
-            if towers and stats.images:
-                stats.tower_tokens = list(towers[0])
 
     def _continue(self, sequence: _Sequence, kwargs: dict[str, Any]) -> dict[str, Any]:
         """A decode step of the sequence started by the last prefill."""
@@ -439,6 +272,13 @@ class Session:
         if sequence.prompt_mask is not None:
             kwargs["position_ids"] = positions
         return positions
+
+
+class _Unchanged(TokenMethod):
+    """What a session realises for a method whose budget keeps everything: no stage acts."""
+
+    name = "none"
+    stage = Stage(0)
 
 
 def apply(

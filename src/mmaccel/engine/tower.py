@@ -22,9 +22,9 @@ module adds ``log(size)`` of every key to ``attention_mask`` as an additive floa
 SDPA and eager kernels apply; the kernel is unchanged.
 
 A forward pre-hook on block 0 starts a fresh record for every tower call. At the projector input (LLaVA-1.5)
-the record becomes a :class:`PendingReduction` (representative source patch of every output token, the
-output token every patch went into, token sizes, tokens per block), which the prompt rebuild consumes exactly
-like a pre-LLM reduction: each image's placeholder run shrinks to the tower's output count.
+the record becomes one :class:`~mmaccel.engine.units.ReducedRun` per image (representative source patch of
+every output token, the output token every patch went into, token sizes), which the visual stage consumes
+exactly like a pre-LLM reduction: each image's placeholder run shrinks to the tower's output count.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmaccel.engine.attention import attach_probe, probe_implementation
+from mmaccel.engine.captures import install_probes
 from mmaccel.engine.hooks import HookSet
-from mmaccel.engine.visual import PendingReduction, VisualStage
+from mmaccel.engine.units import ReducedRun
+from mmaccel.engine.visual import EncoderCall, VisualStage
 from mmaccel.errors import NotSupportedError
 from mmaccel.methods.base import BlockTokens
 from mmaccel.ops.attention import attention_rows
@@ -67,6 +68,9 @@ class TowerStage(VisualStage):
 
     def __init__(self, method: TokenMethod, adapter: ModelAdapter) -> None:
         super().__init__(method, adapter)
+        self.reduces = True
+        if self.site != "projector_input":
+            raise NotSupportedError(f"methods inside the vision tower are not supported on {adapter.name} models")
         self.n_blocks = len(adapter.vision_blocks())
         self.n_feeding = adapter.feature_block() + 1  # blocks whose output reaches the visual features
         self.cls_token = adapter.has_cls_token()
@@ -85,27 +89,26 @@ class TowerStage(VisualStage):
 
     # -- installation ------------------------------------------------------------------------------------------
     def install(self, hooks: HookSet) -> None:
-        if self.plan:
-            blocks = self.adapter.vision_blocks()
-            needs = self.method.needs
-            if needs.vision_keys or needs.vision_cls_attention:
-                previous = self.adapter.attn_implementation("vision")
-                self.adapter.set_attn_implementation("vision", probe_implementation(previous))
-                hooks.on_close(lambda: self.adapter.set_attn_implementation("vision", previous))
-            hooks.forward_pre_hook(blocks[0], self._start_run, with_kwargs=True)
-            for block in sorted(self.plan):
+        super().install(hooks)  # the encoder calls, and the projector-input site where the result is handed on
+        if not self.plan:
+            return
+        blocks = self.adapter.vision_blocks()
+        needs = self.method.needs
+        probing = needs.vision_keys or needs.vision_cls_attention
+        hooks.forward_pre_hook(blocks[0], self._start_run, with_kwargs=True)
+        probes = []
+        for block in sorted(self.plan):
+            parts = self.adapter.vision_block_parts(block)
+            if probing:
+                probes.append((parts.attention, self._probe))
+            hooks.forward_pre_hook(parts.pre_mlp_norm, self._make_reduce(block))
+            hooks.forward_hook(parts.mlp, self._after_mlp)
+            hooks.forward_hook(blocks[block], self._block_output)
+        install_probes(hooks, self.adapter, probes)
+        if self.method.size_bias():
+            for block in range(min(self.plan) + 1, self.n_blocks):
                 parts = self.adapter.vision_block_parts(block)
-                if needs.vision_keys or needs.vision_cls_attention:
-                    hooks.on_close(attach_probe(parts.attention, self._probe))
-                hooks.forward_pre_hook(parts.pre_mlp_norm, self._make_reduce(block))
-                hooks.forward_hook(parts.mlp, self._after_mlp)
-                hooks.forward_hook(blocks[block], self._block_output)
-            if self.method.size_bias():
-                for block in range(min(self.plan) + 1, self.n_blocks):
-                    parts = self.adapter.vision_block_parts(block)
-                    hooks.forward_pre_hook(parts.attention, self._add_size_bias, with_kwargs=True)
-        hooks.forward_pre_hook(self.adapter.reduction_module(), self._finish)
-        hooks.forward_hook(self.adapter.reduction_module(), self._remember_output)
+                hooks.forward_pre_hook(parts.attention, self._add_size_bias, with_kwargs=True)
 
     # -- inside the tower ----------------------------------------------------------------------------------------
     def _start_run(self, module, args, kwargs) -> None:
@@ -199,23 +202,12 @@ class TowerStage(VisualStage):
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     # -- at the projector input ------------------------------------------------------------------------------------
-    def _finish(self, module, args) -> None:
-        features = args[0]  # (I, n, D)
+    def _site_reduce(self, features: torch.Tensor, call: EncoderCall):
+        """The tower's result for the (I, n, Dv) projector input: (runs, None), or (None, None) when unreduced."""
         run, self._run = self._run, None
         n_images, n_features = features.shape[:2]
-        device = features.device
-        counts_in = self.n_tokens - self.shift
         if run is None or not run.merged:
-            self.pending = PendingReduction(
-                counts_in=[n_features] * n_images,
-                counts_out=[n_features] * n_images,
-                sources=[torch.arange(n_features, device=device)] * n_images,
-                groups=[torch.arange(n_features, device=device)] * n_images,
-                data_ptr=-1,
-                identity=True,
-                tower_tokens=[self.n_tokens] * (self.n_blocks + 1),
-            )
-            return
+            return None, None
         n_out = run.origin.shape[1] - self.shift
         if n_features != n_out or run.origin.shape[0] != n_images:
             raise NotSupportedError(
@@ -227,13 +219,18 @@ class TowerStage(VisualStage):
         sources = torch.where(origin >= first_patch, origin - self.shift, -1)
         groups = run.groups[:, self.shift :]  # (I, counts_in)
         groups = torch.where(groups >= 0, groups - self.shift, -1)
-        self.pending = PendingReduction(
-            counts_in=[counts_in] * n_images,
-            counts_out=[n_out] * n_images,
-            sources=list(sources),
-            groups=list(groups),
-            data_ptr=0,
-            identity=False,
-            sizes=list(run.sizes[:, self.shift :, 0]),
-            tower_tokens=list(self.tower_tokens),
-        )
+        n_in = self.n_tokens - self.shift
+        sizes = run.sizes[:, self.shift :, 0]  # (I, n_out)
+        runs = [
+            ReducedRun(
+                features=None,
+                sources=row_sources,
+                groups=row_groups,
+                labels=torch.zeros(n_out, dtype=torch.long, device=features.device),
+                visual_in=n_in,
+                visual_out=n_out,
+                sizes=row_sizes,
+            )
+            for row_sources, row_groups, row_sizes in zip(sources, groups, sizes)
+        ]
+        return runs, None

@@ -1,130 +1,149 @@
-"""Pre-LLM reduction: capture what the method needs in the vision tower, reduce at the projector input.
+"""The visual stage: every family's visual tokens, in units, reduced where the family needs it.
 
-Flow, identical for ``model(...)`` and ``model.generate(...)``:
+One flow for every model, for ``model(...)`` and ``model.generate(...)`` alike:
 
-1. The model's own image encoder runs (``generate`` pre-encodes images; a plain forward is pre-encoded by the
-   engine through the adapter). The attention probe on the feature layer records the CLS row and keys; a
-   forward hook records the feature layer's hidden states (for the CLS feature).
-2. A forward pre-hook on the reduction module (LLaVA-1.5: the projector) hands the (I, P, D) visual tokens to
-   ``method.reduce_visual`` and replaces them with the reduced (I, P', D) tokens, so only kept or merged tokens
-   are projected, and records a :class:`PendingReduction`. A method may keep a different number of tokens per
-   image (``VisualReduction.counts``): the projector then sees them padded to the longest, and the padding is
-   cut off before the language model.
-3. At the language-model call, :meth:`VisualStage.rebuild` shrinks each image's placeholder run to its kept
-   count and re-pads the rows (see ``sequence.rebuild_prompt``); the model then runs unmodified.
+1. **Encoder calls.** The base model's encoder functions (``get_image_features``, ``get_video_features``; the
+   adapter names them) are wrapped per instance for the session. Each call records its arguments, the tower
+   captures made during it (:mod:`mmaccel.engine.captures`) and its output. ``generate`` encodes before the
+   first forward; a plain forward with raw pixels is encoded here, through the same functions.
+2. **Reduction at the adapter's site.** ``"projector_input"`` (LLaVA-1.5): a pre-hook on the projector hands
+   the (I, P, Dv) features of the call to the method (one unit per image) and projects only what it keeps;
+   in-tower methods (:class:`~mmaccel.engine.tower.TowerStage`) hand on their tower's result there.
+   ``"encoder_output"`` (LLaVA-NeXT, LLaVA-OneVision, Qwen-VL): at the language-model call, every item's run is
+   split into the units of its :class:`~mmaccel.models.layout.TileLayout` (anyres tiles, frames, frame groups)
+   and reduced unit by unit (:mod:`mmaccel.engine.units`).
+3. **The prompt** (:meth:`VisualStage.prefill`): the language-model call's features are matched to their
+   encoder call by identity, each item's placeholder run shrinks to its kept count
+   (:func:`~mmaccel.engine.sequence.rebuild_prompt`), and every visual token gets its unit number within its
+   row, which in-LLM methods group by. The model then runs unmodified.
+
+Budgets therefore apply per unit: per image on LLaVA-1.5 and on Qwen-VL images, per tile on anyres images, per
+frame (group) on videos. Features computed outside the session have no recorded call: a method that reduces
+cannot read their captures and refuses them; in-LLM methods lay them out from the forward's arguments.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
-from mmaccel.engine.attention import attach_probe, probe_implementation
+from mmaccel.engine.captures import tower_captures
+from mmaccel.engine.context import SampleStats, TokenContext
 from mmaccel.engine.hooks import HookSet
+from mmaccel.engine.sequence import rebuild_prompt, take_tokens, visual_layout
+from mmaccel.engine.units import ReducedRun, identity_run, reduce_units
 from mmaccel.errors import ConfigError, NotSupportedError
-from mmaccel.methods.base import VisualTokens
-from mmaccel.ops.attention import cls_attention
-from mmaccel.ops.heads import concat_heads, single_head_cls_attention
+from mmaccel.methods.base import Stage, VisualTokens
 
 if TYPE_CHECKING:
     from mmaccel.methods.base import TokenMethod
     from mmaccel.models.base import ModelAdapter
+    from mmaccel.models.layout import TileLayout
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class PendingReduction:
-    """What the last reduction did, until the language-model call that consumes its features."""
+class EncoderCall:
+    """One call of the model's encoder for a modality: its arguments, the tower captures, its output."""
 
-    counts_in: list[int]  # visual tokens per image before
-    counts_out: list[int]  # per image after
-    sources: list[torch.Tensor]  # per image (counts_out,) source token index, -1 for a non-patch token
-    groups: list[torch.Tensor]  # per image (counts_in,) output token each input went to, -1 dropped
-    data_ptr: int  # storage of the projected features, to recognise them
-    identity: bool
-    padded_length: int | None = None  # when images keep different counts: the padded length of the features
-    sizes: list[torch.Tensor] | None = None  # per image (counts_out,) original tokens in each output token
-    tower_tokens: list[int] | None = None  # tokens per image entering each vision block, then leaving the tower
-    features: list[torch.Tensor] | None = None  # per item (counts_out, D): the reduced features, when already cut
-    frame_ids: list[torch.Tensor] | None = None  # per item (counts_out,) frame of each kept token (video)
+    modality: str
+    arguments: dict[str, Any]
+    captures: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # name -> one tensor per tower unit
+    output: Any = None
+    site_runs: list[ReducedRun] | None = None  # per item: the reduction made at the projector input
+
+
+@dataclass
+class VisualPrefill:
+    """What the visual stage hands back to the session for one prefill call."""
+
+    kwargs: dict[str, Any]
+    context: TokenContext
+    visual_index: torch.Tensor  # (B, N') unit number within its row, -1 for text, padding and structural tokens
+    attention_mask: torch.Tensor  # (B, N')
+    position_ids: torch.Tensor  # (B, N'), or (3, B, N') on M-RoPE models
+    rebuilt: bool  # whether the prompt was rebuilt
+    shift: torch.Tensor | None  # (B,) original minus new position of each row's last token, when rebuilt
 
 
 class VisualStage:
+    """Follows the encoder calls and realises a ``VISUAL_OUTPUT`` method (or none) on any adapter."""
+
     stage_name = "vision_output"
 
     def __init__(self, method: TokenMethod, adapter: ModelAdapter) -> None:
         self.method = method
         self.adapter = adapter
-        self.pending: PendingReduction | None = None
-        self._capture: dict[str, torch.Tensor] = {}
-        self._warned_external = False
-        self._reader = reader_attention(adapter) if method.needs.vision_reader_qk else None
+        self.reduces = Stage.VISUAL_OUTPUT in method.stage
+        self.site = adapter.reduction_site()
+        self.calls: list[EncoderCall] = []
+        self.tower_tokens: list[int] | None = None  # in-tower methods: tokens entering each block, then leaving
+        self._current: EncoderCall | None = None
+        self._captures = tower_captures(adapter, method.needs, self._store) if self.reduces else None
+        # in-tower methods (TowerStage) reduce too, with probes of their own blocks
 
-    # -- installation ----------------------------------------------------------------------------------------
+    # -- installation ------------------------------------------------------------------------------------------
     def install(self, hooks: HookSet) -> None:
-        needs = self.method.needs
-        if needs.vision_cls_attention or needs.vision_keys or self._reader is not None:
-            previous = self.adapter.attn_implementation("vision")
-            self.adapter.set_attn_implementation("vision", probe_implementation(previous))
-            hooks.on_close(lambda: self.adapter.set_attn_implementation("vision", previous))
-            if needs.vision_cls_attention or needs.vision_keys:
-                hooks.on_close(attach_probe(self.adapter.feature_attention(), self._probe))
-            if self._reader is not None:
-                hooks.on_close(attach_probe(self._reader, self._probe_reader))
-        if needs.vision_cls_feature:
-            hooks.forward_hook(self.adapter.feature_layer(), self._capture_hidden)
-        hooks.forward_pre_hook(self.adapter.reduction_module(), self._reduce)
-        hooks.forward_hook(self.adapter.reduction_module(), self._remember_output)
+        base = self.adapter.base_model
+        for modality, name in self.adapter.encoder_functions().items():
+            if name in vars(base):
+                raise NotSupportedError(f"{type(base).__name__}.{name} is already wrapped; sessions cannot be nested")
+            object.__setattr__(base, name, self._wrap(modality, getattr(base, name)))
+            hooks.on_close(functools.partial(vars(base).pop, name, None))
+        if self._captures is not None:
+            self._captures.install(hooks)
+        if self.reduces and self.site == "projector_input":
+            hooks.forward_pre_hook(self.adapter.reduction_module(), self._reduce_at_projector)
 
-    # -- captures inside the vision tower ------------------------------------------------------------------------
-    def _probe(self, module, query, key, mask, scaling) -> None:
-        # query, key: (I, H, L, d) with the CLS token at 0
-        if self.method.needs.vision_cls_attention:
-            self._capture["cls_attention"] = cls_attention(query, key, scaling)  # (I, H, L)
-        if self.method.needs.vision_keys:
-            self._capture["keys"] = key.mean(dim=1)  # (I, L, d)
+    def _wrap(self, modality: str, original):
+        signature = inspect.signature(original)
 
-    def _probe_reader(self, module, query, key, mask, scaling) -> None:
-        # query, key: (I, H, L, d) of the block after the feature layer, CLS at 0
-        self._capture["reader_cls_attention"] = single_head_cls_attention(query, key)  # (I, L)
-        self._capture["reader_keys"] = concat_heads(key)  # (I, L, H * d)
+        @functools.wraps(original)
+        def encode(*args, **kwargs):
+            arguments = dict(signature.bind_partial(*args, **kwargs).arguments)
+            arguments.update(arguments.pop("kwargs", {}))
+            call = EncoderCall(modality=modality, arguments=arguments)
+            previous, self._current = self._current, call
+            try:
+                output = original(*args, **kwargs)
+            finally:
+                self._current = previous
+            call.output = output
+            self.calls = [*self.calls[-7:], call]  # a few recent calls: generate encodes images, then video
+            return output
 
-    def _capture_hidden(self, module, args, output) -> None:
-        hidden = output[0] if isinstance(output, tuple) else output  # (I, L, D)
-        self._capture["cls_feature"] = hidden[:, 0]
+        return encode
 
-    # -- the reduction at the projector input ----------------------------------------------------------------------
-    def _reduce(self, module, args):
-        features = args[0]  # (I, P, D), CLS at 0 when the model keeps it in the features
-        capture, self._capture = self._capture, {}
+    def _store(self, name: str, values: list[torch.Tensor]) -> None:
+        if self._current is not None:
+            self._current.captures.setdefault(name, []).extend(values)
+
+    # -- the projector-input site ------------------------------------------------------------------------------------
+    def _reduce_at_projector(self, module, args):
+        call = self._current
+        if call is None:  # the projector ran outside an encoder call: not ours to change
+            return None
+        features = args[0]  # (I, P, Dv), CLS at 0 when the model keeps it in the features
+        call.site_runs, reduced = self._site_reduce(features, call)
+        return None if reduced is None else (reduced, *args[1:])
+
+    def _site_reduce(self, features: torch.Tensor, call: EncoderCall):
+        """Reduce the (I, P, Dv) projector input of ``call``: (runs, padded reduced features), or (None, None)."""
         cls_first = self.adapter.cls_in_features()
         patches = features[:, 1:] if cls_first else features
         n_images, n_in = features.shape[:2]
         n_patches = patches.shape[1]
         if self.method.keeps_all(n_patches):
-            self.pending = PendingReduction(
-                counts_in=[n_in] * n_images,
-                counts_out=[n_in] * n_images,
-                sources=[torch.arange(n_in, device=features.device)] * n_images,
-                groups=[torch.arange(n_in, device=features.device)] * n_images,
-                data_ptr=-1,
-                identity=True,
-            )
-            return None
-        tokens = VisualTokens(
-            features=patches,
-            grid=self.adapter.patch_grid(),
-            cls_attention=capture["cls_attention"][..., 1:] if "cls_attention" in capture else None,
-            keys=capture["keys"][:, 1:] if "keys" in capture else None,
-            cls_feature=capture.get("cls_feature"),
-            reader_cls_attention=capture["reader_cls_attention"][:, 1:] if "reader_cls_attention" in capture else None,
-            reader_keys=capture["reader_keys"][:, 1:] if "reader_keys" in capture else None,
-        )
+            return None, None
+        captures = {name: torch.stack(values) for name, values in call.captures.items() if values}
+        height, width = self.adapter.patch_grid()
+        tokens = VisualTokens(features=patches, grid=(height, width), **captures)
         reduction = self.method.reduce_visual(tokens)
         out, source, groups = reduction.features, reduction.source, reduction.groups
         if out.shape[0] != n_images or source.shape != out.shape[:2] or groups.shape != (n_images, n_patches):
@@ -141,86 +160,166 @@ class VisualStage:
         elif cls_first:
             source = torch.where(source >= 0, source + 1, -1)
             groups = torch.cat([groups.new_zeros((n_images, 1)), groups], dim=1)
-        n_out = out.shape[1]
-        self.pending = PendingReduction(
-            counts_in=[n_in] * n_images,
-            counts_out=counts,
-            sources=[row[:count] for row, count in zip(source, counts)],
-            groups=list(groups),
-            data_ptr=0,
-            identity=False,
-            padded_length=n_out if any(count != n_out for count in counts) else None,
-        )
-        return (out, *args[1:])
+        runs = [
+            ReducedRun(
+                features=None,
+                sources=row[:count],
+                groups=row_groups,
+                labels=torch.zeros(count, dtype=torch.long, device=row.device),
+                visual_in=n_in,
+                visual_out=count,
+            )
+            for row, row_groups, count in zip(source, groups, counts)
+        ]
+        return runs, out
 
-    def _remember_output(self, module, args, output) -> None:
-        if self.pending is not None and not self.pending.identity:
-            self.pending.data_ptr = output.data_ptr()
+    # -- the language-model call -------------------------------------------------------------------------------------
+    def prefill(
+        self, kwargs: dict[str, Any], mask2d: torch.Tensor, positions: torch.Tensor, positions_mode: str, pad_id: int
+    ) -> VisualPrefill:
+        """Encode (if the caller passed raw inputs), lay out every item, reduce, rebuild the prompt."""
+        kwargs = self._encode(kwargs)
+        outputs = dict(kwargs.get("mm_encoder_outputs") or {})
+        token_ids = self.adapter.visual_token_ids()
+        names = {token: modality for modality, token in token_ids.items()}
+        per_modality: dict[str, tuple[list[TileLayout], list[ReducedRun] | None]] = {}
+        for modality in token_ids:
+            if outputs.get(modality) is not None:
+                per_modality[modality] = self._lay_out(modality, outputs[modality], kwargs)
+        self.calls = []
+        input_ids = kwargs["input_ids"]
+        counts = {token_ids[m]: [lay.n_tokens for lay in layouts] for m, (layouts, _) in per_modality.items()}
+        items = visual_layout(input_ids, counts, names)  # validates the placeholder runs
+        layouts = [per_modality[names[token]][0][k] for token, k in items.items]
+        runs = [_run_of(per_modality[names[token]][1], k) for token, k in items.items]
 
-    # -- at the language-model call --------------------------------------------------------------------------------
-    def encode_if_needed(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Replace raw pixels (images, then videos) by the model's own features (encoded with the hooks active)."""
+        context = self._record(items.rows, layouts, runs, input_ids.shape[0])
+        rebuilt = any(run is not None for run in runs)
+        shift = None
+        if rebuilt:
+            prompt = rebuild_prompt(
+                input_ids,
+                mask2d,
+                positions,
+                tuple(token_ids[m] for m in per_modality),
+                items.counts,
+                [run.n_out if run is not None else n for run, n in zip(runs, items.counts)],
+                [run.sources if run is not None else torch.arange(n) for run, n in zip(runs, items.counts)],
+                positions_mode,
+                pad_id,
+            )
+            kwargs["input_ids"] = input_ids = prompt.input_ids
+            kwargs["attention_mask"] = mask2d = prompt.attention_mask  # explicit: avoids packed-sequence detection
+            kwargs["position_ids"] = positions = prompt.position_ids  # (B, N') or the (3, B, N') M-RoPE rows
+            for key in self.adapter.per_token_keys:
+                if kwargs.get(key) is not None:
+                    kwargs[key] = take_tokens(kwargs[key], prompt.keep, prompt.attention_mask)
+            for modality, (_, modality_runs) in per_modality.items():
+                if modality_runs is not None:
+                    outputs[modality] = self.adapter.encoder_output(modality, [r.features for r in modality_runs])
+            kwargs["mm_encoder_outputs"] = outputs
+            shift = prompt.shift
+        labels = [run.labels if run is not None else layout.unit for run, layout in zip(runs, layouts)]
+        max_units = max((layout.tower_units for layout in layouts), default=1)
+        index = unit_index(input_ids, tuple(counts), labels, max_units)
+        return VisualPrefill(kwargs, context, index, mask2d, positions, rebuilt, shift)
+
+    def _encode(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Replace raw inputs by the model's own encoder output (encoded here, with the session's hooks active)."""
         encoder_outputs = dict(kwargs.get("mm_encoder_outputs") or {})
-        encoders = (
-            ("image", self.adapter.image_input_keys, self.adapter.encode_images),
-            ("video", self.adapter.video_input_keys, self.adapter.encode_videos),
-        )
-        for modality, keys, encode in encoders:
-            if keys and encoder_outputs.get(modality) is None and kwargs.get(keys[0]) is not None:
-                encoder_outputs[modality] = encode(kwargs)
+        encoders = {
+            "image": (self.adapter.image_input_keys, self.adapter.encode_images),
+            "video": (self.adapter.video_input_keys, self.adapter.encode_videos),
+        }
+        for modality in self.adapter.encoder_functions():
+            keys, encode = encoders[modality]
+            if encoder_outputs.get(modality) is None and kwargs.get(keys[0]) is not None:
+                encoder_outputs[modality] = encode(kwargs)  # the raw input is the first key
                 for key in keys:
                     kwargs.pop(key, None)
                 kwargs["mm_encoder_outputs"] = encoder_outputs
         return kwargs
 
-    def take_pending_for(self, modality: str, features: list[torch.Tensor]) -> PendingReduction | None:
-        """The reduction of ``modality``'s features ``features`` (one (P_i, D) tensor per item), if any."""
-        return self.take_pending(features) if modality == "image" else None
-
-    def take_pending(self, features: list[torch.Tensor]) -> PendingReduction | None:
-        """The reduction that produced ``features``, or None if they were computed outside this session."""
-        pending, self.pending = self.pending, None
-        if pending is None:
-            return None
-        if pending.identity:
-            matches = [f.shape[0] for f in features] == pending.counts_out
-        else:
-            matches = (
-                len(features) == len(pending.counts_out)
-                and features[0].data_ptr() == pending.data_ptr
-                and all(f.shape[0] == (pending.padded_length or n) for f, n in zip(features, pending.counts_out))
+    def _lay_out(self, modality: str, output: Any, kwargs: dict[str, Any]):
+        """(layouts, runs or None) of one modality's encoder output."""
+        features = self.adapter.encoder_features(modality, output)
+        call = next((c for c in reversed(self.calls) if c.modality == modality and c.output is output), None)
+        if call is None and self.reduces:
+            raise NotSupportedError(
+                f"the {modality} features passed to {self.adapter.name} were computed outside this mmaccel session, "
+                f"so {self.method.name!r} cannot read their tower captures; pass the raw inputs (pixel values and "
+                "sizes) inside the session"
             )
-        if not matches:
-            if not self._warned_external:
-                log.warning("image features passed in were computed outside this mmaccel session; not reduced")
-                self._warned_external = True
-            return None
-        return pending
-
-    @staticmethod
-    def check_counts(features: list[torch.Tensor], n_placeholders: int) -> None:
-        n_features = sum(f.shape[0] for f in features)
-        if n_features != n_placeholders:
-            raise ConfigError(
-                f"the prompts hold {n_placeholders} image placeholder tokens but the images give {n_features} "
-                "features; build prompts with the model's processor"
+        try:
+            layouts = self.adapter.visual_layouts(modality, call.arguments if call else kwargs, len(features))
+        except (ConfigError, KeyError) as error:
+            raise NotSupportedError(
+                f"the {modality} features passed to {self.adapter.name} were computed outside this mmaccel session, "
+                f"so their tile layout is unknown ({error}); pass the raw inputs inside the session"
+            ) from error
+        if call is not None and call.site_runs is not None:
+            for run, feature in zip(call.site_runs, features):
+                run.features = feature[: run.n_out]  # the projected kept tokens, cut from the padded batch
+            return layouts, call.site_runs
+        lengths = [f.shape[0] for f in features]
+        if lengths != [layout.n_tokens for layout in layouts]:
+            raise NotSupportedError(
+                f"{self.adapter.name}: the {modality} features of this call hold {lengths} tokens per {modality} "
+                f"where the {modality}s have {[lay.n_tokens for lay in layouts]}: features cut into chunks "
+                "(chunked prefill: pass prefill_chunk_size=None) or not made by the model's own encoder"
             )
+        if self.reduces and self.site == "encoder_output":
+            return layouts, reduce_units(self.method, self.adapter, features, layouts, call.captures)
+        return layouts, None
+
+    def _record(self, rows: list[int], layouts, runs, batch: int) -> TokenContext:
+        """Per-sample stats and, for a reducing method, per-item kept sources, groups, sizes and frames."""
+        stats = [SampleStats(images=0, visual_tokens=0) for _ in range(batch)]
+        visual_out = [0] * batch
+        context = TokenContext(stats=stats)
+        for g, (row, layout, run) in enumerate(zip(rows, layouts, runs)):
+            stats[row].images += 1
+            stats[row].visual_tokens += layout.n_visual
+            visual_out[row] += run.visual_out if run is not None else layout.n_visual
+            if not self.reduces:
+                continue
+            run = run if run is not None else identity_run(layout, None, layout.unit.device)
+            context.visual_keep.append(run.sources)
+            context.visual_groups.append(run.groups)
+            if run.sizes is not None:
+                context.visual_sizes.append(run.sizes)
+            context.visual_frames[g] = layout.frame_of(run.labels.to(layout.unit.device))
+        if self.reduces:
+            for row_stats, n_out in zip(stats, visual_out):
+                row_stats.stages[self.stage_name] = (row_stats.visual_tokens, n_out)
+                if self.tower_tokens is not None and row_stats.images:
+                    row_stats.tower_tokens = list(self.tower_tokens)
+        return context
 
 
-def reader_attention(adapter: ModelAdapter) -> nn.Module:
-    """The attention module of the vision block right after the feature layer: the block that reads the features.
+def _run_of(runs: list[ReducedRun] | None, k: int) -> ReducedRun | None:
+    return runs[k] if runs is not None else None
 
-    Found as the next entry of the module list that holds the adapter's feature layer, at the same place inside
-    the block as the feature layer's own attention.
+
+def unit_index(
+    input_ids: torch.Tensor, token_ids: tuple[int, ...], labels: list[torch.Tensor], max_units: int
+) -> torch.Tensor:
+    """(B, N) unit number of every visual token within its row, -1 for text, padding and structural tokens.
+
+    ``labels``: per item in (batch, sequence) order, the unit (-1 structural) of each of its placeholder tokens;
+    units are numbered within a row in the order of their items, then of their labels (each below ``max_units``).
     """
-    feature, attention = adapter.feature_layer(), adapter.feature_attention()
-    relative = next(name for name, module in feature.named_modules() if module is attention)
-    for blocks in adapter.model.modules():
-        if isinstance(blocks, nn.ModuleList) and any(block is feature for block in blocks):
-            index = next(i for i, block in enumerate(blocks) if block is feature)
-            if index + 1 < len(blocks):
-                return blocks[index + 1].get_submodule(relative)
-    raise NotSupportedError(
-        "this method reads the attention of the vision block after the feature layer (LLaVA-1.5: block 23 for "
-        "features of block 22), and the feature layer is the tower's last block; use vision_feature_layer=-2"
-    )
+    index = torch.full_like(input_ids, -1)
+    if not labels:
+        return index
+    visual = torch.isin(input_ids, torch.tensor(token_ids, device=input_ids.device))  # (B, N)
+    keys = torch.cat([torch.where(label >= 0, g * max_units + label, -1) for g, label in enumerate(labels)]).to(
+        input_ids.device
+    )  # matches input_ids[visual], which lists the items in (batch, sequence) order
+    all_keys = torch.full_like(input_ids, -1)
+    all_keys[visual] = keys
+    valid = all_keys >= 0
+    ranks = torch.full_like(input_ids, -1)
+    ranks[valid] = torch.unique(all_keys[valid], return_inverse=True)[1]  # items never span rows: ranks rise by row
+    first = ranks.masked_fill(~valid, input_ids.numel()).amin(dim=1, keepdim=True)  # (B, 1)
+    return torch.where(valid, ranks - first, index)

@@ -184,7 +184,7 @@ class TokenMethod:
     ``budget``: an ``int`` is the number of visual tokens kept per image (entering the language model for
     pre-LLM methods, after layer K for in-LLM methods); a ``float`` in (0, 1] is the fraction kept. On tiled
     models (LLaVA-NeXT, LLaVA-OneVision) the budget applies to every tile or video frame instead, a smaller
-    unit keeping all its tokens (:mod:`mmaccel.engine.tiles`).
+    unit keeping all its tokens (:mod:`mmaccel.engine.units`).
     """
 
     name: ClassVar[str] = ""
@@ -211,6 +211,13 @@ class TokenMethod:
 
     def keeps_all(self, n_tokens: int) -> bool:
         return self.keep_count(n_tokens) >= n_tokens
+
+    def keeps_everything(self) -> bool:
+        """Whether the budget keeps every token of every input (``budget=1.0``): the engine then runs nothing of
+        the method, no probe and no scorer, and the output is bit-identical to the unmodified model's. Options
+        that act whatever the budget (a preset schedule) make :meth:`keeps_all` false, and so this."""
+        full = isinstance(self.budget, float) and self.budget >= 1.0
+        return full and self.stage != Stage.FRAMES and self.keeps_all(1)
 
     # -- support: which model families this method runs on, and why not elsewhere ----------------------------------
     def unsupported_reason(self, adapter: ModelAdapter) -> str | None:

@@ -31,7 +31,7 @@ class FasterVLM(ScorePruner):
     Towers without a CLS token (LLaVA-OneVision's SigLIP): the score is the attention each patch receives in the
     feature layer, mean over queries and heads, as the references do for SigLIP. Tiled models (LLaVA-NeXT,
     LLaVA-OneVision): ``budget`` tokens per tile or frame, newline tokens all kept, as the reference's
-    LLaVA-NeXT path (:mod:`mmaccel.engine.tiles`).
+    LLaVA-NeXT path (:mod:`mmaccel.engine.units`).
 
     Differences from reference:
     - Selects before the projector and projects only the kept tokens; the reference projects all tokens and

@@ -44,7 +44,7 @@ class PruMerge(TokenMethod):
 
     Towers without a CLS token (LLaVA-OneVision's SigLIP): a = the attention each patch receives in the feature
     layer itself (mean over queries, heads concatenated), keys from the same layer, as the references do for
-    SigLIP. Tiled models: per tile or frame, after the projector (:mod:`mmaccel.engine.tiles`).
+    SigLIP. Tiled models: per tile or frame, after the projector (:mod:`mmaccel.engine.units`).
 
     Differences from reference:
     - The outlier count is computed per image; the reference computes one ratio over the flattened batch, so

@@ -38,7 +38,7 @@ class VisionZip(TokenMethod):
     over the merged patches, and no CLS token is prepended: ``dominant`` counts patches only. LLaVA-OneVision's
     SigLIP tower likewise: the attention each patch receives in the feature layer, as the paper prescribes for
     SigLIP. Tiled models (LLaVA-NeXT, LLaVA-OneVision) are reduced per tile or frame on the projected features,
-    the CLS token of each tile put through the projector (:mod:`mmaccel.engine.tiles`); the reference compresses
+    the CLS token of each tile put through the projector (:mod:`mmaccel.engine.units`); the reference compresses
     each crop and drops the newline tokens.
 
     Differences from reference:

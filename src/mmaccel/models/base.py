@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mmaccel.errors import NotSupportedError
+from mmaccel.models.layout import TileLayout
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,15 @@ class ModelAdapter(ABC):
 
     @property
     @abstractmethod
-    def text_config(self) -> Any: ...
+    def text_config(self) -> Any:
+        """The language model's config (layers, heads, hidden size, ``pad_token_id``, ``use_cache``)."""
 
     @abstractmethod
-    def text_layers(self) -> nn.ModuleList: ...
+    def text_layers(self) -> nn.ModuleList:
+        """The language model's decoder layers, in order."""
 
     def num_text_layers(self) -> int:
+        """Decoder layers of the language model."""
         return len(self.text_layers())
 
     @abstractmethod
@@ -74,10 +78,12 @@ class ModelAdapter(ABC):
     # -- vision side --------------------------------------------------------------------------------------------
     @property
     @abstractmethod
-    def vision_config(self) -> Any: ...
+    def vision_config(self) -> Any:
+        """The vision tower's config."""
 
     @abstractmethod
-    def has_cls_token(self) -> bool: ...
+    def has_cls_token(self) -> bool:
+        """Whether the vision tower prepends a CLS token to the patches (CLIP: yes; SigLIP, Qwen-VL: no)."""
 
     @abstractmethod
     def tokens_per_image(self) -> int | None:
@@ -101,8 +107,8 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def reduction_module(self) -> nn.Module | None:
-        """Module whose first input is the (I, P, D) visual tokens that pre-LLM methods reduce; None when they reduce
-        the encoder's per-item output (a list of (P_i, D) tensors) at the language-model call instead."""
+        """The projector: its first input is the (I, P, Dv) vision features of an encoder call; None when the model
+        has none separate from its tower (Qwen-VL's merger)."""
 
     def scores_without_cls(self) -> bool:
         """Whether a tower without CLS token provides the attention each token receives (from a full-attention
@@ -117,11 +123,6 @@ class ModelAdapter(ABC):
         """Run the model's own video encoder on ``inputs``; returns its output (one (P_i, D) tensor per video)."""
         raise NotSupportedError(f"{self.name} models take no video input")
 
-    def item_token_counts(self, inputs: dict[str, Any], modality: str) -> list[int] | None:
-        """Language-model tokens of each item of ``modality`` that the raw inputs will produce, or None when
-        the adapter cannot tell without encoding (then ``tokens_per_image`` is used)."""
-        return None
-
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
     video_input_keys: ClassVar[tuple[str, ...]] = ()  # raw video inputs the encoder consumes (popped after encoding)
     per_token_keys: ClassVar[tuple[str, ...]] = ()  # (B, N) forward kwargs shrunk along with input_ids
@@ -132,6 +133,7 @@ class ModelAdapter(ABC):
         raise NotSupportedError(f"methods inside the vision tower are not supported on {self.name} models")
 
     def vision_block_parts(self, block: int) -> VisionBlockParts:
+        """The attention, pre-MLP norm and MLP of vision block ``block`` (methods acting between them)."""
         raise NotSupportedError(f"methods inside the vision tower are not supported on {self.name} models")
 
     def feature_block(self) -> int:
@@ -153,32 +155,79 @@ class ModelAdapter(ABC):
 
     @property
     @abstractmethod
-    def image_token_id(self) -> int: ...
+    def image_token_id(self) -> int:
+        """The placeholder token id of image tokens in ``input_ids``."""
 
     def visual_token_ids(self) -> dict[str, int]:
         """Placeholder token id of each visual modality the model takes ("image", "video")."""
         return {"image": self.image_token_id}
 
-    # -- tiled models (anyres tiles, video frames) ------------------------------------------------------------
-    tiled: ClassVar[bool] = False  # visual runs are made of several tiles/frames plus structural tokens
+    # -- the visual site: units of visual tokens and where reductions are written back -------------------------
+    tiled: ClassVar[bool] = False  # visual runs hold several tiles/frames plus structural tokens (newlines)
 
     def tokens_per_tile(self) -> int | None:
         """Visual tokens of one full tile (tiled models): the most an int budget per tile can keep."""
         return None
 
     def encoder_functions(self) -> dict[str, str]:
-        """Tiled models: modality -> name of the base model's encoder function (``get_image_features``), whose
-        calls the engine follows to learn each image's tile layout."""
-        return {}
+        """Modality -> name of the base model's encoder function (``get_image_features``). The engine follows
+        these calls (also those ``generate`` makes before the first forward) to learn each item's layout and to
+        tie the tower's captures to the features the language model receives."""
+        return {"image": "get_image_features"}
 
-    def tile_layouts(self, modality: str, arguments: dict[str, Any]) -> list[Any]:
-        """Tiled models: one :class:`~mmaccel.models.layout.TileLayout` per image (or video) of an encoder call
-        made with ``arguments`` (the call's bound arguments, defaults from the config filled in)."""
-        raise NotSupportedError(f"{self.name} models have no tiled visual layout")
+    @abstractmethod
+    def visual_layouts(self, modality: str, arguments: dict[str, Any], n_items: int) -> list[TileLayout]:
+        """One :class:`~mmaccel.models.layout.TileLayout` per item (image or video) of an encoder call.
+
+        ``arguments``: the call's bound arguments (for features passed in from outside a session, the forward's
+        keyword arguments, which use the same names); ``n_items``: the items the call returned.
+        """
+
+    def reduction_site(self) -> str:
+        """Where pre-LLM reductions are written back: ``"projector_input"`` (the (I, P, Dv) tokens entering
+        :meth:`reduction_module`, inside the encoder call: only kept or merged tokens are projected; one unit per
+        image) or ``"encoder_output"`` (the encoder's per-item output at the language-model call, unit by unit of
+        :meth:`visual_layouts`)."""
+        return "encoder_output"
+
+    def encoder_features(self, modality: str, output: Any) -> list[torch.Tensor]:
+        """The features of an encoder call's ``output``: one (n_i, D) tensor per item."""
+        pooled = output.pooler_output
+        return list(pooled.unbind(0)) if isinstance(pooled, torch.Tensor) else list(pooled)
+
+    def encoder_output(self, modality: str, features: list[torch.Tensor]) -> Any:
+        """An encoder output holding ``features`` (one (n_i, D) tensor per item), as the language model reads
+        ``modality``'s features (the inverse of :meth:`encoder_features`)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(pooler_output=features)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """Apply the model's projector to vision features (..., Dv) -> (..., D)."""
         return self.reduction_module()(features)
+
+    # -- packed towers (all items in one sequence of patches) ------------------------------------------------------
+    def packed_tower(self) -> bool:
+        """Whether the tower runs all items as one packed sequence of patches (Qwen-VL) rather than a batch of
+        (T, L) tiles or frames; its captures then come through :meth:`tower`, :meth:`tower_grids`,
+        :meth:`merge_size` and :meth:`tower_group_order`."""
+        return False
+
+    def tower(self) -> nn.Module:
+        """The packed vision tower module (called with the patches and their grids)."""
+        raise NotSupportedError(f"{self.name} models have no packed vision tower")
+
+    def tower_grids(self, args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+        """(items, 3) patch grids (t, h, w) of one call of :meth:`tower` with ``args`` and ``kwargs``."""
+        raise NotSupportedError(f"{self.name} models have no packed vision tower")
+
+    def merge_size(self) -> int:
+        """Side of the patch groups the packed tower's merger maps to one language-model token (2: 2x2)."""
+        raise NotSupportedError(f"{self.name} models have no packed vision tower")
+
+    def tower_group_order(self, grids: torch.Tensor) -> torch.Tensor:
+        """(G,) for each merge group in the order the tower blocks hold them, its index among the merged tokens."""
+        raise NotSupportedError(f"{self.name} models have no packed vision tower")
 
     # -- attention implementation --------------------------------------------------------------------------------
     @abstractmethod
@@ -186,7 +235,8 @@ class ModelAdapter(ABC):
         """The attention implementation of ``part`` ("text" or "vision")."""
 
     @abstractmethod
-    def set_attn_implementation(self, part: str, name: str) -> None: ...
+    def set_attn_implementation(self, part: str, name: str) -> None:
+        """Set the attention implementation of ``part`` ("text" or "vision") to the registered ``name``."""
 
 
 class ComposedModelAdapter(ModelAdapter):

@@ -1,4 +1,8 @@
-"""Visual layouts: how one image's (or video's) placeholder run is made of tiles or frames of tower patches.
+"""Visual layouts: how one image's (or video's) placeholder run is made of units (tiles, frames, frame groups).
+
+Every family describes each visual item it hands the language model by a :class:`TileLayout`: LLaVA-1.5 an
+image of one unit (its patch grid); Qwen2-VL / Qwen2.5-VL an image of one unit and a video of one unit per
+temporal patch group, each the merged (h/2, w/2) grid.
 
 Tiled models (LLaVA-NeXT "anyres", LLaVA-OneVision images and video) hand the language model a run of visual
 tokens that is not one patch grid: a base tile, then the unpadded grid of high-resolution tiles with an
@@ -10,7 +14,7 @@ can be read for it, and budgets can apply per unit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,12 +31,14 @@ class TileLayout:
     ``grids``: unit -> (rows, cols) of that unit's tokens, in the order they appear in the run (raster order).
     ``tower_units``: tiles or frames the vision tower ran for this image (a tile may contribute no token when
     unpadding removes it entirely).
+    ``frames``: unit -> frame (temporal index) of a video's units; empty for images (every unit is frame 0).
     """
 
     unit: torch.Tensor
     patches: torch.Tensor
     grids: dict[int, tuple[int, int]]
     tower_units: int
+    frames: dict[int, int] = field(default_factory=dict)
 
     @property
     def n_tokens(self) -> int:
@@ -47,6 +53,14 @@ class TileLayout:
     def n_visual(self) -> int:
         """Tokens that stand for patches (the budgeted ones)."""
         return int((self.unit >= 0).sum())
+
+    def frame_of(self, labels: torch.Tensor) -> torch.Tensor:
+        """(n',) frame of each token given its unit ``labels`` (n',); -1 for structural tokens."""
+        if not self.frames:
+            return torch.where(labels >= 0, 0, -1)
+        table = torch.full((max(self.frames) + 1,), -1, dtype=torch.long, device=labels.device)
+        table[list(self.frames)] = torch.tensor(list(self.frames.values()), device=labels.device)
+        return torch.where(labels >= 0, table[labels.clamp(min=0)], -1)
 
     def positions(self, unit: int) -> torch.Tensor:
         """(n_u,) positions of ``unit``'s tokens in the run, in raster order."""
@@ -114,4 +128,40 @@ def pooled_frame_layout(
     if newline:
         unit = torch.cat([unit, unit.new_full((1,), -1)])
         patches = torch.cat([patches, patches.new_full((1, k), -1)])
-    return TileLayout(unit=unit, patches=patches, grids={f: pooled for f in range(n_frames)}, tower_units=n_frames)
+    return TileLayout(
+        unit=unit,
+        patches=patches,
+        grids=dict.fromkeys(range(n_frames), pooled),
+        tower_units=n_frames,
+        frames={f: f for f in range(n_frames)},
+    )
+
+
+def grid_layout(height: int, width: int, extra_first: int = 0) -> TileLayout:
+    """Layout of an image of one unit, its (height x width) patch grid in raster order.
+
+    ``extra_first`` tokens (a CLS token the model hands on) precede the grid; they belong to the unit but stand
+    for no patch.
+    """
+    n = extra_first + height * width
+    patches = torch.arange(n, dtype=torch.long) - extra_first
+    return TileLayout(
+        unit=torch.zeros(n, dtype=torch.long), patches=patches[:, None], grids={0: (height, width)}, tower_units=1
+    )
+
+
+def frame_groups_layout(groups: int, height: int, width: int, video: bool) -> TileLayout:
+    """Layout of an item of ``groups`` temporal groups, each a (height x width) token grid, group after group.
+
+    Every group is one unit; a video's group g is frame g (its temporal index), an image has one group.
+    """
+    per_group = height * width
+    unit = torch.arange(groups).repeat_interleave(per_group)
+    patches = torch.arange(per_group).repeat(groups)[:, None]
+    return TileLayout(
+        unit=unit,
+        patches=patches,
+        grids=dict.fromkeys(range(groups), (height, width)),
+        tower_units=groups,
+        frames={g: g for g in range(groups)} if video else {},
+    )

@@ -8,6 +8,7 @@ from torch import nn
 
 from mmaccel.errors import NotSupportedError
 from mmaccel.models.base import ComposedModelAdapter, VisionBlockParts
+from mmaccel.models.layout import TileLayout, grid_layout
 
 
 class LlavaAdapter(ComposedModelAdapter):
@@ -77,6 +78,15 @@ class LlavaAdapter(ComposedModelAdapter):
 
     def reduction_module(self) -> nn.Module:
         return self.model.model.multi_modal_projector
+
+    def reduction_site(self) -> str:
+        return "projector_input"  # the official pre-LLM methods reduce the projector input, as LLaVA-1.5 runs it
+
+    def visual_layouts(self, modality: str, arguments: dict[str, Any], n_items: int) -> list[TileLayout]:
+        if modality != "image":
+            raise NotSupportedError(f"{self.name} models take no {modality} input")
+        height, width = self.patch_grid()
+        return [grid_layout(height, width, extra_first=int(self.cls_in_features())) for _ in range(n_items)]
 
     def encode_images(self, inputs: dict[str, Any]) -> Any:
         keys = ("pixel_values", "vision_feature_layer", "vision_feature_select_strategy", "image_sizes")

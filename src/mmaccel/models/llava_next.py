@@ -26,7 +26,7 @@ class LlavaNextAdapter(LlavaAdapter):
     ``pack_image_features`` lays one image out as: the base tile's h x w tokens, then the high-resolution tiles
     joined into one grid, unpadded to the image's aspect ratio, in raster order with ``image_newline`` at the
     end of every row. The number of placeholder tokens per image therefore depends on its size
-    (:meth:`tokens_per_image` is None); :meth:`tile_layouts` reproduces the packing by running the model's
+    (:meth:`tokens_per_image` is None); :meth:`visual_layouts` reproduces the packing by running the model's
     own ``pack_image_features`` on patch coordinates.
     """
 
@@ -46,8 +46,8 @@ class LlavaNextAdapter(LlavaAdapter):
             f"methods inside the vision tower are not supported on {self.name}: {TOWER_REDUCTION_REASON}"
         )
 
-    def encoder_functions(self) -> dict[str, str]:
-        return {"image": "get_image_features"}
+    def reduction_site(self) -> str:
+        return "encoder_output"  # packing needs every tile's full grid: reduce the packed run, tile by tile
 
     # -- layouts ------------------------------------------------------------------------------------------------
     def _modeling(self):
@@ -78,9 +78,9 @@ class LlavaNextAdapter(LlavaAdapter):
         )
         return packed
 
-    def tile_layouts(self, modality: str, arguments: dict[str, Any]) -> list[TileLayout]:
+    def visual_layouts(self, modality: str, arguments: dict[str, Any], n_items: int) -> list[TileLayout]:
         if modality != "image":
-            return super().tile_layouts(modality, arguments)
+            raise NotSupportedError(f"{self.name} models take no {modality} input")
         if arguments.get("image_sizes") is None:
             raise ConfigError(f"{self.name}: image_sizes is needed to lay out anyres images; pass the processor's")
         height, width = self.patch_grid()

@@ -85,9 +85,14 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
         )
         return packed
 
-    def tile_layouts(self, modality: str, arguments: dict[str, Any]) -> list[TileLayout]:
+    def encoder_output(self, modality: str, features: list[torch.Tensor]) -> Any:
+        if modality == "video":  # the model reads videos as one (V, n, D) tensor: one row holds them all
+            return super().encoder_output(modality, torch.cat(features)[None])
+        return super().encoder_output(modality, features)
+
+    def visual_layouts(self, modality: str, arguments: dict[str, Any], n_items: int) -> list[TileLayout]:
         if modality != "video":
-            return super().tile_layouts(modality, arguments)
+            return super().visual_layouts(modality, arguments, n_items)
         videos = arguments.get("pixel_values_videos")
         if videos is None or videos.dim() != 5:
             raise ConfigError(f"{self.name}: pixel_values_videos must be (videos, frames, channels, height, width)")

@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mmaccel.errors import NotSupportedError
+from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.models.base import ComposedModelAdapter
+from mmaccel.models.layout import TileLayout, frame_groups_layout
 
 _TOWER_REASON = (
     "methods inside the vision tower (ToMe, EViT) are not supported on {name}: its tower runs all images as one "
@@ -37,7 +38,8 @@ class QwenVLAdapter(ComposedModelAdapter):
     * Images (and videos) produce a variable number of tokens, ``tokens_per_image()`` is None; each item's
       merged grid (t, h/2, w/2) comes from the tower call (:meth:`tower_grids`).
     * Pre-LLM methods act on the merger output, the tokens the language model sees (one per 2x2 patch group),
-      at the language-model call; on LLaVA they act before the projector.
+      at the language-model call; on LLaVA they act before the projector. The unit a budget applies to is an
+      image, or one temporal patch group (frame) of a video (:meth:`visual_layouts`), as on LLaVA-OneVision.
     * The tower has no CLS token. Methods that score by CLS attention get the attention each merged token
       *receives* instead: softmax(Q K^T / sqrt(d)) of the last full-attention block, averaged over queries,
       summed over the 4 patches of each merge group (a distribution over the tokens, like a CLS row), per head.
@@ -91,11 +93,22 @@ class QwenVLAdapter(ComposedModelAdapter):
     def merge_size(self) -> int:
         return self.vision_config.spatial_merge_size
 
-    def item_token_counts(self, inputs: dict[str, Any], modality: str) -> list[int] | None:
-        grids = inputs.get("image_grid_thw" if modality == "image" else "video_grid_thw")
+    def encoder_functions(self) -> dict[str, str]:
+        return {"image": "get_image_features", "video": "get_video_features"}
+
+    def visual_layouts(self, modality: str, arguments: dict[str, Any], n_items: int) -> list[TileLayout]:
+        """An image is one unit, a video one unit per temporal patch group (its frame), each the merged grid."""
+        key = "image_grid_thw" if modality == "image" else "video_grid_thw"
+        grids = arguments.get(key)
         if grids is None:
-            return None
-        return (grids.prod(-1) // self.merge_size() ** 2).tolist()
+            raise ConfigError(f"{self.name}: {key} is needed to lay out {modality} tokens; pass the processor's")
+        merge = self.merge_size()
+        return [
+            frame_groups_layout(t, h // merge, w // merge, video=modality == "video") for t, h, w in grids.tolist()
+        ]
+
+    def packed_tower(self) -> bool:
+        return True
 
     def tower(self) -> nn.Module:
         return self.model.model.visual
@@ -123,7 +136,7 @@ class QwenVLAdapter(ComposedModelAdapter):
         return False
 
     def reduction_module(self) -> nn.Module | None:
-        return None  # pre-LLM methods reduce the encoder's per-item output at the language-model call
+        return None  # the merger is part of the tower: pre-LLM methods reduce the encoder's per-item output
 
     def encode_images(self, inputs: dict[str, Any]) -> Any:
         return self.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
