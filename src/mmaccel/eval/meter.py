@@ -3,10 +3,10 @@
 Counts come from the session's per-sample :class:`~mmaccel.engine.context.SampleStats`; FLOPs from the model's
 :class:`~mmaccel.ops.flops.ModelShape` (vision tower, projector, decoder and LM head; formulas in
 :mod:`mmaccel.ops.flops`) and the sample's :class:`~mmaccel.ops.flops.VisualWork` (the tiles, frames and patches
-its inputs put through the tower, :func:`mmaccel.models.shape.visual_work`). Time is measured inside the model's own ``generate()`` by a streamer
-(:class:`GenerationTimer`): ``generate`` hands it the prompt before the first forward and every new token after
-each step, so the time to the second hand-over is the prefill with the first token (TTFT) and the later gaps
-are decode steps. On CUDA the timer synchronises the device before reading the clock.
+its inputs put through the tower, :func:`mmaccel.models.shape.visual_work`). Time is measured inside the model's
+own ``generate()`` by a streamer (:class:`GenerationTimer`): ``generate`` hands it the prompt before the first
+forward and every new token after each step, so the time to the second hand-over is the prefill with the first
+token (TTFT) and the later gaps are decode steps. On CUDA the timer synchronises the device before reading the clock.
 
 What the timing holds: the vision tower, the method's own work (its scoring, gathers and the prompt rebuild, all
 inside the hooks the method needs) and the language model. What it does not hold: no timing hook is added to the

@@ -114,13 +114,14 @@ def _llava_shape(adapter: ModelAdapter) -> ModelShape:
     )
 
 
-# -- Qwen2-VL, Qwen2.5-VL ----------------------------------------------------------------------------------------------
+# -- Qwen2-VL, Qwen2.5-VL ---------------------------------------------------------------------------------------------
 def _qwen_shape(adapter: ModelAdapter) -> ModelShape:
     config = adapter.model.config
     vision, text = config.vision_config, config.text_config
     merge = vision.spatial_merge_size
     if adapter.name == "qwen2_vl":  # fc1/fc2 MLP of mlp_ratio x width; the merger ends at the LM width
-        width, out, intermediate, gated = vision.embed_dim, vision.hidden_size, vision.embed_dim * vision.mlp_ratio, False
+        width, out, gated = vision.embed_dim, vision.hidden_size, False
+        intermediate = vision.embed_dim * vision.mlp_ratio
         windows: tuple[int, ...] = ()
     else:  # gated MLP; window attention in every block outside fullatt_block_indexes
         width, out, intermediate, gated = vision.hidden_size, vision.out_hidden_size, vision.intermediate_size, True
@@ -164,13 +165,15 @@ def _qwen_items(adapter: ModelAdapter, grids: torch.Tensor) -> list[VisualWork]:
     return items
 
 
-# -- per-row work ------------------------------------------------------------------------------------------------------
+# -- per-row work -----------------------------------------------------------------------------------------------------
 def _tiles_per_image(adapter: ModelAdapter, inputs: dict[str, Any]) -> list[int]:
     config = adapter.model.config
     modeling = importlib.import_module(type(adapter.model).__module__)
     tile = config.vision_config.image_size
     tiles = [
-        modeling.image_size_to_num_patches(image_size=size, grid_pinpoints=config.image_grid_pinpoints, patch_size=tile)
+        modeling.image_size_to_num_patches(
+            image_size=size, grid_pinpoints=config.image_grid_pinpoints, patch_size=tile
+        )
         for size in inputs["image_sizes"]
     ]
     per_sample = inputs.get("batch_num_images")

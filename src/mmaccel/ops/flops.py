@@ -156,9 +156,8 @@ class ModelShape:
         macs = float(work.patches * self.patch_macs)
         for run in work.tower:
             counts = tower_tokens or [run.tokens] * (self.vision.layers + 1)
-            blocks = sum(
-                self.block_macs(block, run, n_in, n_out) for block, (n_in, n_out) in enumerate(itertools.pairwise(counts))
-            )
+            pairs = enumerate(itertools.pairwise(counts))  # block, (tokens entering, tokens leaving)
+            blocks = sum(self.block_macs(block, run, n_in, n_out) for block, (n_in, n_out) in pairs)
             macs += run.count * (blocks + self.head_macs(counts[-1]))
         return 2.0 * macs
 
