@@ -147,10 +147,13 @@ class ModelShape:
         d = self.vision.hidden
         return 2 * n_tokens * d * d + 2 * d * d + 2 * n_tokens * d + self.vision.mlp_macs(1)
 
-    def vision_flops(self, work: VisualWork, tower_tokens: list[int] | None = None) -> float:
-        """Patch embedding, tower blocks and pooling head of ``work``. ``tower_tokens`` (a method inside the
-        tower: tokens entering each block, then leaving the tower; the same for every sequence) replaces the
-        sequence length a run keeps through every block."""
+    def vision_flops(self, work: VisualWork | int, tower_tokens: list[int] | None = None) -> float:
+        """Patch embedding, tower blocks and pooling head of ``work`` (an int: that many images of a
+        fixed-resolution model). ``tower_tokens`` (a method inside the tower: tokens entering each block, then
+        leaving the tower; the same for every sequence) replaces the sequence length a run keeps through every
+        block."""
+        if isinstance(work, int):
+            work = self.fixed_work(work)
         if tower_tokens and len(tower_tokens) != self.vision.layers + 1:
             raise ValueError(f"tower_tokens needs {self.vision.layers + 1} counts, got {len(tower_tokens)}")
         macs = float(work.patches * self.patch_macs)
