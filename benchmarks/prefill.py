@@ -37,7 +37,7 @@ from mmaccel.errors import NotSupportedError
 from mmaccel.methods.preset import PresetLayerKeep
 from mmaccel.methods.registry import get_method
 from mmaccel.models.registry import adapter_for
-from mmaccel.ops.flops import llava_shape
+from mmaccel.models.shape import describe
 
 METHODS = ("fastv", "visionzip", "fastervlm", "sparsevlm", "prumerge", "prumerge+", "pool", "random", "tome", "evit")
 ADAPTIVE = ("prumerge", "prumerge+")  # also run with budget=None: the adaptive count of the paper
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = supported_methods(model, args.family, args.methods)
     inputs = build_inputs(model, args.family, args.device, dtype, args.batch)
     n_image = int((inputs["input_ids"][0] == model.config.image_token_id).sum())
-    shape = llava_shape(model.config) if args.family == "llava" else None
+    shape = describe(model) if args.family == "llava" else None
     text_tokens = inputs["input_ids"].shape[1] - n_image
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     print(f"device: {args.device} ({device_name}), threads={args.threads}, dtype={args.dtype}", file=sys.stderr)

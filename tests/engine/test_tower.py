@@ -9,8 +9,8 @@ import torch
 
 import mmaccel
 from mmaccel.methods import EViT, ToMe
+from mmaccel.models.shape import describe
 from mmaccel.ops.bipartite import bipartite_soft_matching, merge_weighted
-from mmaccel.ops.flops import llava_shape
 from mmaccel.ops.fuse import keep_and_fuse
 from tiny_models import GENERATE_KWARGS, TOKENS_PER_IMAGE, siglip_llava, single_inputs, tiny_llava
 
@@ -179,12 +179,14 @@ def test_keep_all_installs_nothing_in_the_tower():
 
 
 def test_flops_count_the_reduced_tower():
-    shape = llava_shape(tiny_llava().config)
+    shape = describe(tiny_llava())
     vision = shape.vision
+    embedding = 2 * 2 * 16 * shape.patch_macs  # 16 patches of 2 images
     full = shape.vision_flops(2)
     assert shape.vision_flops(2, [17] * 4) == pytest.approx(full)
     tokens = [17, 12, 7, 7]
-    expected = 2 * 2 * sum(vision.attention_macs(a) + vision.mlp_macs(b) for a, b in itertools.pairwise(tokens))
+    blocks = 2 * 2 * sum(vision.attention_macs(a) + vision.mlp_macs(b) for a, b in itertools.pairwise(tokens))
+    expected = embedding + blocks
     assert shape.vision_flops(2, tokens) == pytest.approx(expected)
     assert shape.vision_flops(2, tokens) < full
     with pytest.raises(ValueError, match="tower_tokens needs 4 counts"):

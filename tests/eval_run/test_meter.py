@@ -8,13 +8,13 @@ import pytest
 
 from mmaccel.engine.context import SampleStats
 from mmaccel.eval.meter import GenerationTimer, kv_cache_bytes, sample_efficiency, summarize
+from mmaccel.models.shape import describe
 from mmaccel.models.tiny import tiny_llava
-from mmaccel.ops.flops import llava_shape
 
 
 @pytest.fixture(scope="module")
 def shape():
-    return llava_shape(tiny_llava().config)
+    return describe(tiny_llava())
 
 
 def test_kv_bytes_drop_by_exactly_the_pruned_tokens(shape):

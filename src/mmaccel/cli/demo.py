@@ -29,15 +29,15 @@ def run(args: argparse.Namespace) -> int:
 
     import mmaccel
     from mmaccel.models.registry import adapter_for
+    from mmaccel.models.shape import describe
     from mmaccel.models.tiny import tiny_inputs, tiny_llava
-    from mmaccel.ops.flops import llava_shape
 
     if any(not 0 < b <= 1 for b in args.budgets):
         raise ConfigError(f"--budgets must be fractions in (0, 1], got {args.budgets}")
     torch.set_num_threads(1)
     model = tiny_llava()
     inputs = tiny_inputs(model, batch=args.prompts)
-    shape = llava_shape(model.config)
+    shape = describe(model)
     n_text = inputs["input_ids"].shape[1] - model.config.image_seq_length
 
     def measure():

@@ -2,10 +2,11 @@
 
 Counts come from the session's per-sample :class:`~mmaccel.engine.context.SampleStats`; FLOPs from the model's
 :class:`~mmaccel.ops.flops.ModelShape` (vision tower, projector, decoder and LM head; formulas in
-:mod:`mmaccel.ops.flops`). Time is measured inside the model's own ``generate()`` by a streamer
-(:class:`GenerationTimer`): ``generate`` hands it the prompt before the first forward and every new token after
-each step, so the time to the second hand-over is the prefill with the first token (TTFT) and the later gaps
-are decode steps. On CUDA the timer synchronises the device before reading the clock.
+:mod:`mmaccel.ops.flops`) and the sample's :class:`~mmaccel.ops.flops.VisualWork` (the tiles, frames and patches
+its inputs put through the tower, :func:`mmaccel.models.shape.visual_work`). Time is measured inside the model's
+own ``generate()`` by a streamer (:class:`GenerationTimer`): ``generate`` hands it the prompt before the first
+forward and every new token after each step, so the time to the second hand-over is the prefill with the first
+token (TTFT) and the later gaps are decode steps. On CUDA the timer synchronises the device before reading the clock.
 
 What the timing holds: the vision tower, the method's own work (its scoring, gathers and the prompt rebuild, all
 inside the hooks the method needs) and the language model. What it does not hold: no timing hook is added to the
@@ -26,13 +27,14 @@ from typing import Any
 import torch
 
 from mmaccel.engine.context import SampleStats
-from mmaccel.ops.flops import ModelShape
+from mmaccel.ops.flops import ModelShape, VisualWork
 
 __all__ = [
     "GenerationTimer",
     "PeakMemory",
     "kv_cache_bytes",
     "sample_efficiency",
+    "sample_prefill_flops",
     "summarize",
 ]
 
@@ -113,8 +115,26 @@ class PeakMemory:
 
 def kv_cache_bytes(shape: ModelShape, layer_tokens: list[int], element_bytes: int) -> int:
     """Bytes of keys and values held for one sample with ``layer_tokens`` cached tokens per decoder layer."""
-    per_token = 2 * shape.decoder.kv_heads * shape.decoder.head_dim * element_bytes
-    return int(sum(layer_tokens) * per_token)
+    return shape.kv_bytes(layer_tokens, element_bytes)
+
+
+def _layer_visual(stats: SampleStats, shape: ModelShape) -> list[int]:
+    return stats.layer_tokens or [stats.visual_tokens] * shape.decoder.layers
+
+
+def sample_prefill_flops(stats: SampleStats, shape: ModelShape, work: VisualWork, text_tokens: int) -> float:
+    """Analytic prefill FLOPs of one sample: ``work`` its vision side, ``text_tokens`` its non-visual prompt
+    tokens (every prompt token the stats do not count as visual: text, vision start/end markers, anyres
+    newlines). Each decoder layer runs on ``text_tokens`` + the visual tokens the stats record for it; the
+    projector on the tokens a pre-LLM method kept where the family reduces at its input (LLaVA-1.5), else on
+    all of ``work``'s; the tower blocks on ``stats.tower_tokens`` when a method reduced inside the tower."""
+    projected = stats.projected_tokens if shape.reduces_before_projector else None
+    return shape.prefill_flops(
+        [text_tokens + n for n in _layer_visual(stats, shape)],
+        projected_tokens=projected,
+        tower_tokens=stats.tower_tokens or None,
+        work=work,
+    )
 
 
 @dataclass
@@ -142,23 +162,29 @@ class SampleEfficiency:
 
 
 def sample_efficiency(
-    stats: SampleStats, shape: ModelShape, text_tokens: int, new_tokens: int, element_bytes: int
+    stats: SampleStats,
+    shape: ModelShape,
+    text_tokens: int,
+    new_tokens: int,
+    element_bytes: int,
+    work: VisualWork | None = None,
 ) -> SampleEfficiency:
     """Counts, FLOPs and KV bytes of one sample.
 
-    ``text_tokens``: the sample's non-visual prompt tokens (padding excluded); ``new_tokens``: tokens generated
-    (the first comes from the prefill, the others from decode steps). KV bytes are those held when generation
-    ends: per layer the prompt tokens that layer kept plus the generated ones (the last token's own key and
-    value are never written, as in ``generate``).
+    ``text_tokens``: the sample's non-visual prompt tokens (padding excluded; see :func:`sample_prefill_flops`);
+    ``new_tokens``: tokens generated (the first comes from the prefill, the others from decode steps); ``work``:
+    the sample's vision side (default: ``stats.images`` images of a fixed-resolution model). KV bytes are
+    those held when generation ends: per layer the prompt tokens that layer kept plus the generated ones (the
+    last token's own key and value are never written, as in ``generate``).
     """
-    layer_tokens = stats.layer_tokens or [stats.visual_tokens] * shape.decoder.layers
-    layer_cache = [text_tokens + n for n in layer_tokens]  # per layer, cached after prefill
+    work = work if work is not None else shape.fixed_work(stats.images)
+    layer_cache = [text_tokens + n for n in _layer_visual(stats, shape)]  # per layer, cached after prefill
     decode_steps = max(new_tokens - 1, 0)
     return SampleEfficiency(
         tokens=stats.as_dict(),
         text_tokens=text_tokens,
         new_tokens=new_tokens,
-        prefill_flops=stats.prefill_flops(shape, text_tokens),
+        prefill_flops=sample_prefill_flops(stats, shape, work, text_tokens),
         decode_flops=shape.decode_flops(layer_cache, decode_steps) if decode_steps else 0.0,
         kv_bytes=kv_cache_bytes(shape, [n + decode_steps for n in layer_cache], element_bytes),
     )

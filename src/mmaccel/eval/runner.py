@@ -319,15 +319,15 @@ def _todo(run: RunSpec, data: _Loaded, out: Path, shard: distributed.Shard) -> l
 def _generate_run(config, run, data, todo, model, processor, out, shard, progress) -> None:
     import mmaccel
     from mmaccel.models.registry import adapter_for
-    from mmaccel.ops.flops import llava_shape
+    from mmaccel.models.shape import describe, visual_work
 
     run_dir = _run_dir(out, run)
     run_dir.mkdir(parents=True, exist_ok=True)
     part = run_dir / distributed.PART.format(rank=shard.rank)
     distributed.read_records(part, repair=True)
-    shape = llava_shape(model.config)
     adapter = adapter_for(model)
-    image_id, per_image = adapter.image_token_id, adapter.tokens_per_image() or 1
+    shape = describe(adapter)
+    visual_ids = list(adapter.visual_token_ids().values())
     element_bytes = torch.empty((), dtype=model.dtype).element_size()
     token = uuid.uuid4().hex[:8]  # tells apart the batches of different processes and reruns
     _seed(config.seed)
@@ -349,11 +349,13 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
                 )
             calls_stats = session.last_call.stats if session is not None else None
             records = []
+            works = visual_work(adapter, inputs)  # per row: tiles, frames and patches through the tower
             for row, index in enumerate(chunk):
-                visual = int((inputs["input_ids"][row] == image_id).sum())
-                text = int(inputs["attention_mask"][row].sum()) - visual
-                stats = calls_stats[row] if calls_stats is not None else _baseline_stats(visual, per_image, shape)
-                efficiency = sample_efficiency(stats, shape, text, new_tokens[row], element_bytes).as_dict()
+                visual = sum(int((inputs["input_ids"][row] == token).sum()) for token in visual_ids)
+                stats = calls_stats[row] if calls_stats is not None else _baseline_stats(visual, works[row], shape)
+                text = int(inputs["attention_mask"][row].sum()) - stats.visual_tokens  # text, markers, newlines
+                efficiency = sample_efficiency(stats, shape, text, new_tokens[row], element_bytes, works[row])
+                efficiency = efficiency.as_dict()
                 efficiency["timing"] = _timing(timer, len(chunk), f"{token}-{start}", memory)
                 for member in data.members[index]:
                     records.append(_record(data, member, answers[row], efficiency))
@@ -365,11 +367,11 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
             session.close()
 
 
-def _baseline_stats(visual: int, per_image: int, shape):
-    """The unmodified model's accounting: every visual token in every layer."""
+def _baseline_stats(visual: int, work, shape):
+    """The unmodified model's accounting: every placeholder token in every layer."""
     from mmaccel.engine.context import SampleStats
 
-    return SampleStats(images=visual // per_image, visual_tokens=visual, layer_tokens=[visual] * shape.decoder.layers)
+    return SampleStats(images=work.items, visual_tokens=visual, layer_tokens=[visual] * shape.decoder.layers)
 
 
 def _timing(timer: GenerationTimer | None, batch: int, batch_id: str, memory: PeakMemory) -> dict[str, Any]:

@@ -7,6 +7,15 @@ values, n_k keys; the full square in prefill, as the papers count it), FFN ``3 n
 section 4.2); SparseVLM's code uses the gated ``3ndm``. A ViT block is the same with bidirectional attention;
 a block that merges tokens between its attention and its MLP (ToMe, EViT) runs the attention part on the
 tokens entering it and the MLP on the tokens leaving it.
+
+The vision side of a sample is a :class:`VisualWork`: the sequences its images, tiles and frames put through
+the tower (:class:`TowerRun`), the patches embedded and the tokens entering the projector, all read from the
+sample's own inputs by :func:`mmaccel.models.shape.visual_work`. What is counted: every linear layer
+(tower, projector, decoder, the last position's LM head), the patch-embedding convolution, attention scores
+and values (per attention sequence: an image, a tile, a frame, or a window of a window-attention block) and a
+SigLIP attention-pooling head. What is not: normalisations, activations, rotary and M-RoPE position tables,
+interpolation (anyres downsizing, video pooling), gathers and the methods' own scoring. ``docs/flops.md``
+lists the rules per family.
 """
 
 from __future__ import annotations
@@ -31,53 +40,156 @@ class TransformerShape:
     def attention_macs(self, n_query: int, n_keys: int | None = None) -> float:
         """q, k, v, o projections and the attention itself over ``n_keys`` keys."""
         n_keys = n_query if n_keys is None else n_keys
+        return self.projection_macs(n_query) + self.score_macs(n_query, n_keys)
+
+    def projection_macs(self, n_tokens: int) -> float:
+        """The q, k, v and o projections of ``n_tokens`` tokens."""
         d_attn = self.heads * self.head_dim
         d_kv = self.kv_heads * self.head_dim
-        projections = n_query * self.hidden * (2 * d_attn + 2 * d_kv)
-        attention = 2 * n_query * n_keys * d_attn
-        return float(projections + attention)
+        return float(n_tokens * self.hidden * (2 * d_attn + 2 * d_kv))
+
+    def score_macs(self, n_query: int, n_keys: int) -> float:
+        """Attention scores and the weighted sum of values: ``n_query`` queries over ``n_keys`` keys."""
+        return float(2 * n_query * n_keys * self.heads * self.head_dim)
 
     def mlp_macs(self, n_tokens: int) -> float:
         return float((3 if self.gated_mlp else 2) * n_tokens * self.hidden * self.intermediate)
 
 
 @dataclass(frozen=True)
+class TowerRun:
+    """``count`` sequences of ``tokens`` tokens each through the vision tower (an image, a tile, a video frame or
+    a temporal patch each; CLS included). ``windows``: the token count of each attention window of one sequence
+    in the tower's window-attention blocks (Qwen2.5-VL); empty when every block attends over the sequence."""
+
+    count: int
+    tokens: int
+    windows: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class VisualWork:
+    """The vision side of one sample as its inputs determine it: tower sequences, patches embedded (CLS
+    excluded), tokens entering the projector (before any method) and visual items (images and videos)."""
+
+    tower: tuple[TowerRun, ...] = ()
+    patches: int = 0
+    projected: int = 0
+    items: int = 0
+
+    def __add__(self, other: VisualWork) -> VisualWork:
+        return VisualWork(
+            self.tower + other.tower,
+            self.patches + other.patches,
+            self.projected + other.projected,
+            self.items + other.items,
+        )
+
+    @property
+    def sequences(self) -> int:
+        return sum(run.count for run in self.tower)
+
+
+@dataclass(frozen=True)
 class ModelShape:
-    """Shapes of a LLaVA-like model: vision tower, two-layer projector, decoder, LM head."""
+    """Shapes of a vision-language model: patch embedding, vision tower, projector, decoder, LM head.
+
+    ``patch_macs``: MACs of embedding one patch (channels x patch pixels x tower width). ``window_blocks``:
+    tower blocks with window attention. ``pooling_head``: a SigLIP attention-pooling head runs on every tower
+    sequence. ``projector``: the (in, out) widths of the projector's linear layers, applied to groups of
+    ``projector_group`` tokens (the Qwen merger concatenates merge_size**2 patches).
+    ``reduces_before_projector``: a pre-LLM method's kept tokens go through the projector (LLaVA-1.5);
+    otherwise the projector runs on every token and methods act on its output. ``image_work``: one image of a
+    fixed-resolution model (LLaVA-1.5), None where the inputs decide (anyres tiles, dynamic resolution).
+    """
 
     vision: TransformerShape
-    vision_tokens: int  # tokens per image inside the tower (patches + CLS)
-    projector_in: int
-    projector_hidden: int
+    patch_macs: int
+    projector: tuple[tuple[int, int], ...]
     decoder: TransformerShape
     vocab: int
+    projector_group: int = 1
+    window_blocks: tuple[int, ...] = ()
+    pooling_head: bool = False
+    reduces_before_projector: bool = False
+    image_work: VisualWork | None = None
 
-    def vision_flops(self, n_images: int, tower_tokens: list[int] | None = None) -> float:
-        """The tower on ``n_images`` images; ``tower_tokens`` (per image: entering each block, then leaving the
-        tower) when a method reduces tokens inside it, else ``vision_tokens`` in every block."""
-        if not tower_tokens:
-            return 2.0 * n_images * self.vision.layers * self.vision.layer_macs(self.vision_tokens)
-        if len(tower_tokens) != self.vision.layers + 1:
-            raise ValueError(f"tower_tokens needs {self.vision.layers + 1} counts, got {len(tower_tokens)}")
-        macs = sum(
-            self.vision.attention_macs(n_in) + self.vision.mlp_macs(n_out)
-            for n_in, n_out in itertools.pairwise(tower_tokens)
+    @property
+    def vision_tokens(self) -> int | None:
+        """Tokens of one tower sequence of a fixed-resolution model (CLS included), else None."""
+        return self.image_work.tower[0].tokens if self.image_work is not None else None
+
+    def fixed_work(self, n_images: int) -> VisualWork:
+        """The :class:`VisualWork` of ``n_images`` images of a fixed-resolution model."""
+        if self.image_work is None:
+            raise ValueError("this model's visual work depends on its inputs; use mmaccel.models.shape.visual_work")
+        one = self.image_work
+        return VisualWork(
+            tuple(TowerRun(r.count * n_images, r.tokens, r.windows) for r in one.tower),
+            one.patches * n_images,
+            one.projected * n_images,
+            one.items * n_images,
         )
-        return 2.0 * n_images * macs
 
-    def projector_flops(self, n_tokens: int) -> float:
-        macs = n_tokens * (self.projector_in * self.projector_hidden + self.projector_hidden * self.decoder.hidden)
+    # -- vision ------------------------------------------------------------------------------------------------
+    def block_macs(self, block: int, run: TowerRun, n_in: int, n_out: int) -> float:
+        """One tower block on one sequence of ``run``: attention over ``n_in`` tokens, MLP on ``n_out``."""
+        if block in self.window_blocks and run.windows:
+            scores = sum(self.vision.score_macs(w, w) for w in run.windows)
+        else:
+            scores = self.vision.score_macs(n_in, n_in)
+        return self.vision.projection_macs(n_in) + scores + self.vision.mlp_macs(n_out)
+
+    def head_macs(self, n_tokens: int) -> float:
+        """A SigLIP attention-pooling head: one probe query over ``n_tokens`` keys, then an MLP on it."""
+        if not self.pooling_head:
+            return 0.0
+        d = self.vision.hidden
+        return 2 * n_tokens * d * d + 2 * d * d + 2 * n_tokens * d + self.vision.mlp_macs(1)
+
+    def vision_flops(self, work: VisualWork | int, tower_tokens: list[int] | None = None) -> float:
+        """Patch embedding, tower blocks and pooling head of ``work`` (an int: that many images of a
+        fixed-resolution model). ``tower_tokens`` (a method inside the tower: tokens entering each block, then
+        leaving the tower; the same for every sequence) replaces the sequence length a run keeps through every
+        block."""
+        if isinstance(work, int):
+            work = self.fixed_work(work)
+        if tower_tokens and len(tower_tokens) != self.vision.layers + 1:
+            raise ValueError(f"tower_tokens needs {self.vision.layers + 1} counts, got {len(tower_tokens)}")
+        macs = float(work.patches * self.patch_macs)
+        for run in work.tower:
+            counts = tower_tokens or [run.tokens] * (self.vision.layers + 1)
+            pairs = enumerate(itertools.pairwise(counts))  # block, (tokens entering, tokens leaving)
+            blocks = sum(self.block_macs(block, run, n_in, n_out) for block, (n_in, n_out) in pairs)
+            macs += run.count * (blocks + self.head_macs(counts[-1]))
         return 2.0 * macs
 
+    def projector_flops(self, n_tokens: int) -> float:
+        """The projector on ``n_tokens`` tower tokens (``n_tokens / projector_group`` rows)."""
+        rows = n_tokens / self.projector_group
+        return 2.0 * rows * sum(d_in * d_out for d_in, d_out in self.projector)
+
+    # -- language model ----------------------------------------------------------------------------------------
     def prefill_flops(
-        self, layer_tokens: list[int], n_images: int, projected_tokens: int, tower_tokens: list[int] | None = None
+        self,
+        layer_tokens: list[int],
+        n_images: int | None = None,
+        projected_tokens: int | None = None,
+        tower_tokens: list[int] | None = None,
+        *,
+        work: VisualWork | None = None,
     ) -> float:
-        """Prefill of one sample: ``layer_tokens`` = sequence length each decoder layer processes;
-        ``tower_tokens`` as in :meth:`vision_flops`."""
+        """Prefill of one sample: ``layer_tokens`` = sequence length each decoder layer processes; ``work`` the
+        sample's vision side (or ``n_images`` fixed-resolution images); ``projected_tokens`` the tokens entering
+        the projector when a method reduced them (default: ``work.projected``); ``tower_tokens`` as in
+        :meth:`vision_flops`."""
+        if work is None:
+            work = self.fixed_work(n_images or 0)
+        projected = work.projected if projected_tokens is None else projected_tokens
         decoder = sum(self.decoder.layer_macs(n) for n in layer_tokens)
         lm_head = self.decoder.hidden * self.vocab  # logits of the last position only
-        vision = self.vision_flops(n_images, tower_tokens)
-        return vision + self.projector_flops(projected_tokens) + 2.0 * (decoder + lm_head)
+        vision = self.vision_flops(work, tower_tokens)
+        return vision + self.projector_flops(projected) + 2.0 * (decoder + lm_head)
 
     def decode_flops(self, layer_cache: list[int], new_tokens: int) -> float:
         """Decoding ``new_tokens`` tokens; ``layer_cache`` = cached tokens per layer when decoding starts."""
@@ -87,33 +199,7 @@ class ModelShape:
             total += self.decoder.hidden * self.vocab
         return 2.0 * total
 
-
-def llava_shape(config) -> ModelShape:
-    """The :class:`ModelShape` of a ``LlavaConfig`` (CLIP tower, MLP projector, Llama-like decoder)."""
-    vision, text = config.vision_config, config.text_config
-    n_patches = (vision.image_size // vision.patch_size) ** 2
-    text_heads = text.num_attention_heads
-    return ModelShape(
-        vision=TransformerShape(
-            layers=vision.num_hidden_layers,
-            hidden=vision.hidden_size,
-            intermediate=vision.intermediate_size,
-            heads=vision.num_attention_heads,
-            kv_heads=vision.num_attention_heads,
-            head_dim=vision.hidden_size // vision.num_attention_heads,
-            gated_mlp=False,
-        ),
-        vision_tokens=n_patches + 1,
-        projector_in=vision.hidden_size,
-        projector_hidden=text.hidden_size,
-        decoder=TransformerShape(
-            layers=text.num_hidden_layers,
-            hidden=text.hidden_size,
-            intermediate=text.intermediate_size,
-            heads=text_heads,
-            kv_heads=getattr(text, "num_key_value_heads", None) or text_heads,
-            head_dim=getattr(text, "head_dim", None) or text.hidden_size // text_heads,
-            gated_mlp=True,
-        ),
-        vocab=text.vocab_size,
-    )
+    def kv_bytes(self, layer_tokens: list[int], element_bytes: int) -> int:
+        """Keys and values held for one sample with ``layer_tokens`` cached tokens per decoder layer."""
+        per_token = 2 * self.decoder.kv_heads * self.decoder.head_dim * element_bytes
+        return int(sum(layer_tokens) * per_token)
