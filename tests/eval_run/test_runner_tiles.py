@@ -65,3 +65,10 @@ def test_prefill_flops_count_every_tile(records):
         tiles = round(vision / per_tile)
         assert tiles > 1 and vision == pytest.approx(tiles * per_tile)  # base tile and high-resolution tiles
         assert fastv["prefill_flops"] < base["prefill_flops"]
+
+
+def test_baseline_and_method_rows_count_visual_tokens_alike(records):
+    _, by_method = records
+    for base, fastv in zip(by_method["none"], by_method["fastv"]):
+        assert base["tokens"]["visual_tokens"] == fastv["tokens"]["visual_tokens"]  # newlines are text in both
+        assert base["text_tokens"] == fastv["text_tokens"]

@@ -297,6 +297,27 @@ class VisualStage:
         return context
 
 
+def visual_tokens_per_row(adapter: ModelAdapter, inputs: dict[str, Any]) -> list[int]:
+    """Visual tokens of every row of processor ``inputs`` as a session's stats count them (structural tokens such
+    as anyres newlines excluded), without running the model."""
+    input_ids = inputs["input_ids"]
+    token_ids = adapter.visual_token_ids()
+    names = {token: modality for modality, token in token_ids.items()}
+    layouts_of, counts = {}, {}
+    for modality, token in token_ids.items():
+        if not bool((input_ids == token).any()):
+            continue
+        keys = adapter.image_input_keys if modality == "image" else adapter.video_input_keys
+        raw = inputs.get(keys[0]) if keys else None
+        layouts = adapter.visual_layouts(modality, inputs, raw.shape[0] if raw is not None else 0)
+        layouts_of[token], counts[token] = layouts, [layout.n_tokens for layout in layouts]
+    items = visual_layout(input_ids, counts, names)
+    per_row = [0] * input_ids.shape[0]
+    for (token, k), row in zip(items.items, items.rows):
+        per_row[row] += layouts_of[token][k].n_visual
+    return per_row
+
+
 def _run_of(runs: list[ReducedRun] | None, k: int) -> ReducedRun | None:
     return runs[k] if runs is not None else None
 

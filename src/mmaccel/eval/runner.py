@@ -318,6 +318,7 @@ def _todo(run: RunSpec, data: _Loaded, out: Path, shard: distributed.Shard) -> l
 
 def _generate_run(config, run, data, todo, model, processor, out, shard, progress) -> None:
     import mmaccel
+    from mmaccel.engine.visual import visual_tokens_per_row
     from mmaccel.models.registry import adapter_for
     from mmaccel.models.shape import describe, visual_work
 
@@ -327,7 +328,6 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
     distributed.read_records(part, repair=True)
     adapter = adapter_for(model)
     shape = describe(adapter)
-    visual_ids = list(adapter.visual_token_ids().values())
     element_bytes = torch.empty((), dtype=model.dtype).element_size()
     token = uuid.uuid4().hex[:8]  # tells apart the batches of different processes and reruns
     _seed(config.seed)
@@ -350,9 +350,12 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
             calls_stats = session.last_call.stats if session is not None else None
             records = []
             works = visual_work(adapter, inputs)  # per row: tiles, frames and patches through the tower
+            visual_per_row = visual_tokens_per_row(adapter, inputs) if calls_stats is None else None
             for row, index in enumerate(chunk):
-                visual = sum(int((inputs["input_ids"][row] == token).sum()) for token in visual_ids)
-                stats = calls_stats[row] if calls_stats is not None else _baseline_stats(visual, works[row], shape)
+                if calls_stats is not None:
+                    stats = calls_stats[row]
+                else:
+                    stats = _baseline_stats(visual_per_row[row], works[row], shape)
                 text = int(inputs["attention_mask"][row].sum()) - stats.visual_tokens  # text, markers, newlines
                 efficiency = sample_efficiency(stats, shape, text, new_tokens[row], element_bytes, works[row])
                 efficiency = efficiency.as_dict()
@@ -368,7 +371,8 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
 
 
 def _baseline_stats(visual: int, work, shape):
-    """The unmodified model's accounting: every placeholder token in every layer."""
+    """The unmodified model's accounting: every visual token in every layer (structural tokens count as text, as
+    in a session's stats)."""
     from mmaccel.engine.context import SampleStats
 
     return SampleStats(images=work.items, visual_tokens=visual, layer_tokens=[visual] * shape.decoder.layers)
