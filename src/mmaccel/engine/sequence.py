@@ -32,46 +32,63 @@ def visual_layout(
     ``counts_by_token[t]``: placeholder tokens of each item of placeholder id t, in (batch, sequence) order, the
     order in which the model consumes that modality's features. Adjacent items are split by their counts, never
     by fixed offsets. ``names`` (token id -> "image", "video") words the errors; "image" by default.
+    Vectorised over the batch: one host read per placeholder id, whatever the batch size.
     """
     names = names or {}
-    index = torch.full_like(input_ids, -1)
-    token_ids = torch.tensor(list(counts_by_token), device=input_ids.device)
-    used = dict.fromkeys(counts_by_token, 0)
-    items: list[tuple[int, int]] = []
-    counts: list[int] = []
-    rows: list[int] = []
-    for row in range(input_ids.shape[0]):
-        positions = torch.nonzero(torch.isin(input_ids[row], token_ids)).flatten()
-        offset, local = 0, 0
-        while offset < positions.numel():
-            token = int(input_ids[row, positions[offset]])
-            name = names.get(token, "image")
-            if used[token] >= len(counts_by_token[token]):
-                raise ConfigError(
-                    f"row {row} has more {name} placeholder tokens than the {len(counts_by_token[token])} "
-                    f"{name}(s) provide features for"
-                )
-            count = counts_by_token[token][used[token]]
-            span = positions[offset : offset + count]
-            if span.numel() != count or bool((input_ids[row, span] != token).any()):
-                raise ConfigError(
-                    f"row {row}: {name} placeholder tokens do not split into whole {name}s of "
-                    f"{counts_by_token[token]} tokens"
-                )
-            index[row, span] = local
-            items.append((token, used[token]))
-            counts.append(count)
-            rows.append(row)
-            used[token] += 1
-            offset += count
-            local += 1
-    for token, n_used in used.items():
-        if n_used != len(counts_by_token[token]):
-            name = names.get(token, "image")
+    width = input_ids.shape[1]
+    flat_ids = input_ids.flatten()
+    index = torch.full_like(flat_ids, -1)
+    starts, ends, item_counts, keys = [], [], [], []
+    for token, token_counts in counts_by_token.items():
+        name = names.get(token, "image")
+        where = torch.nonzero(flat_ids == token).flatten()  # (n,) row-major: (batch, sequence) order
+        bounds = torch.tensor([0, *token_counts], device=where.device).cumsum(0)  # (items + 1,)
+        n_placeholders = where.numel()
+        fits = int((bounds[1:] <= n_placeholders).sum())  # items with enough placeholders left for them
+        first, last = where[bounds[:fits]], where[bounds[1 : fits + 1] - 1]  # (fits,) flat positions of their ends
+        split = (last - first + 1 != bounds[1 : fits + 1] - bounds[:fits]) | (first // width != last // width)
+        if bool(split.any()):
+            row = int(first[split.nonzero()[0, 0]]) // width
             raise ConfigError(
-                f"{len(counts_by_token[token])} {name}(s) were given but the prompts hold placeholders for {n_used}"
+                f"row {row}: {name} placeholder tokens do not split into whole {name}s of {token_counts} tokens"
             )
-    return VisualLayout(index=index, items=items, counts=counts, rows=rows)
+        if n_placeholders > int(bounds[-1]):
+            row = int(where[int(bounds[-1])]) // width
+            raise ConfigError(
+                f"row {row} has more {name} placeholder tokens than the {len(token_counts)} {name}(s) provide "
+                "features for"
+            )
+        if fits < len(token_counts):
+            raise ConfigError(f"{len(token_counts)} {name}(s) were given but the prompts hold placeholders for {fits}")
+        if not token_counts:
+            continue
+        starts.append(first)
+        item_counts += token_counts
+        keys += [(token, k) for k in range(len(token_counts))]
+        ends.append(where)
+    if not keys:
+        return VisualLayout(index=index.view_as(input_ids), items=[], counts=[], rows=[])
+    first = torch.cat(starts)  # (G,) in token-id order
+    order = torch.argsort(first)  # (batch, sequence) order of the items
+    first_sorted = first[order]
+    row_of = first_sorted // width  # (G,)
+    new_row = torch.ones_like(row_of, dtype=torch.bool)
+    new_row[1:] = row_of[1:] != row_of[:-1]
+    group_start = torch.cummax(torch.where(new_row, torch.arange(len(row_of), device=row_of.device), 0), 0).values
+    local = torch.arange(len(row_of), device=row_of.device) - group_start  # item number within its row
+    counts_sorted = torch.tensor(item_counts, device=first.device)[order]
+    offsets = torch.arange(int(counts_sorted.sum()), device=first.device) - torch.repeat_interleave(
+        torch.cumsum(counts_sorted, 0) - counts_sorted, counts_sorted
+    )
+    positions = torch.repeat_interleave(first_sorted, counts_sorted) + offsets  # every placeholder, item by item
+    index[positions] = torch.repeat_interleave(local, counts_sorted)
+    order_list, rows = order.tolist(), row_of.tolist()
+    return VisualLayout(
+        index=index.view_as(input_ids),
+        items=[keys[g] for g in order_list],
+        counts=[item_counts[g] for g in order_list],
+        rows=rows,
+    )
 
 
 def visual_index(input_ids: torch.Tensor, image_token_id: int, counts: list[int]) -> torch.Tensor:
