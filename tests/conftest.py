@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))  # shared helpers: tiny_models, method_matrix
+# ``tests`` is a package: helpers are imported as ``tests.tiny_models`` (the repository root on the path, also under
+# ``--import-mode=importlib``); the tests folder stays on the path for modules that import ``tiny_models`` bare.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(1, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

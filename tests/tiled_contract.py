@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import mmaccel
-from method_matrix import METHOD_MATRIX
 from mmaccel.errors import NotSupportedError
 from mmaccel.methods.base import Stage
 from mmaccel.methods.registry import build_method, get_method
 from mmaccel.models import adapter_for
-from tiled_models import GENERATE_KWARGS, PARTIAL_BUDGET, TiledFamily
+from tests.method_matrix import METHOD_MATRIX
+from tests.tiled_models import GENERATE_KWARGS, PARTIAL_BUDGET, TiledFamily
 
 
 def is_supported(model, method: str, budget=PARTIAL_BUDGET) -> bool:

@@ -47,7 +47,9 @@ def load(
     Loading never touches the network. ``dtype`` defaults to float32 on CPU and to the checkpoint's own dtype
     elsewhere; the model is returned in eval mode on ``device`` (CPU by default).
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
+
+    from mmaccel.models.processor_loading import load_processor
 
     path = _resolve(name_or_path)
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -55,7 +57,7 @@ def load(
         dtype = torch.float32 if device.type == "cpu" else "auto"
     try:
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, local_files_only=True)
-        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        processor = load_processor(path)
     except (OSError, ValueError, KeyError) as error:
         raise ConfigError(
             f"model directory {str(path)!r} is not a supported image-text checkpoint: {error}"

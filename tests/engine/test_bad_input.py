@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import mmaccel
 from mmaccel.errors import ConfigError, NotSupportedError
-from tiny_models import siglip_llava, single_inputs, tiny_llava
+from tests.tiny_models import siglip_llava, single_inputs, tiny_llava
 
 
 @pytest.fixture(scope="module")

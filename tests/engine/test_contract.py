@@ -16,12 +16,12 @@ import pytest
 import torch
 
 import mmaccel
-from method_matrix import METHOD_MATRIX, PARTIAL_BUDGET
 from mmaccel.errors import NotSupportedError
 from mmaccel.methods.base import Stage
 from mmaccel.methods.registry import get_method
 from mmaccel.models.registry import ADAPTERS, adapter_for
-from tiny_models import (
+from tests.method_matrix import METHOD_MATRIX, PARTIAL_BUDGET
+from tests.tiny_models import (
     FAMILIES,
     GENERATE_KWARGS,
     TinyFamily,

@@ -7,7 +7,7 @@ import torch
 
 import mmaccel
 from mmaccel.methods.preset import PresetLayerKeep
-from tiny_models import GENERATE_KWARGS, batch_inputs, prompt_ids, single_inputs, tiny_llava
+from tests.tiny_models import GENERATE_KWARGS, batch_inputs, prompt_ids, single_inputs, tiny_llava
 
 STEPS = 6
 

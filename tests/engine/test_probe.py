@@ -7,7 +7,7 @@ import torch
 
 from mmaccel.engine.attention import attach_probe, probe_implementation
 from mmaccel.ops.attention import attention_rows, cls_attention
-from tiny_models import single_inputs, tiny_llava
+from tests.tiny_models import single_inputs, tiny_llava
 
 
 @pytest.mark.parametrize("batch_padding", [False, True])

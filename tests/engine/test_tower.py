@@ -12,7 +12,7 @@ from mmaccel.methods import EViT, ToMe
 from mmaccel.models.shape import describe
 from mmaccel.ops.bipartite import bipartite_soft_matching, merge_weighted
 from mmaccel.ops.fuse import keep_and_fuse
-from tiny_models import GENERATE_KWARGS, TOKENS_PER_IMAGE, siglip_llava, single_inputs, tiny_llava
+from tests.tiny_models import GENERATE_KWARGS, TOKENS_PER_IMAGE, siglip_llava, single_inputs, tiny_llava
 
 STEPS = 5
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from mmaccel.errors import ConfigError, DataError
 from mmaccel.eval.benchmarks import get_benchmark, list_benchmarks
 from mmaccel.eval.benchmarks.loaders import detect_layout, load_benchmark, pope_version
-
-sys.path.insert(0, str(Path(__file__).parent))  # the fixture builders next to this file
-from _benchmark_data import (
+from tests.eval._benchmark_data import (
     llava_mmbench,
     llava_mme,
     llava_pope,

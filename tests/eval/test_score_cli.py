@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from mmaccel.cli import main
-
-sys.path.insert(0, str(Path(__file__).parent))  # the fixture builders next to this file
-from _benchmark_data import (
+from tests.eval._benchmark_data import (
     LLAVA_BUILDERS,
     LMMS_LAB_BUILDERS,
     llava_answers,

@@ -13,8 +13,8 @@ from mmaccel.engine.apply import Session
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.methods.downsample import Downsample
 from mmaccel.models.registry import adapter_for
-from tiny_models import single_inputs, tiny_llava
-from tiny_processors import IMAGE, llava_next_processor, qwen_image_processor, qwen_prompt
+from tests.tiny_models import single_inputs, tiny_llava
+from tests.tiny_processors import IMAGE, llava_next_processor, qwen_image_processor, qwen_prompt
 
 
 def _image(height: int, width: int, seed: int = 0) -> Image.Image:

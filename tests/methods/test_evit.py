@@ -12,7 +12,7 @@ import mmaccel
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.methods import BlockTokens, EViT
 from mmaccel.methods.evit import default_locations
-from tiny_models import siglip_llava, tiny_llava
+from tests.tiny_models import siglip_llava, tiny_llava
 
 
 def _evit_reference(x, attention, n_keep, fuse):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import mmaccel
 from mmaccel.methods import FasterVLM, VisionZip, VisualTokens
-from tiny_models import IMAGE_TOKEN, single_inputs, tiny_llava
+from tests.tiny_models import IMAGE_TOKEN, single_inputs, tiny_llava
 
 
 def _visionzip_reference(attn, hidden_with_cls, keys_with_cls, dominant, contextual):

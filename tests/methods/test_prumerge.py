@@ -16,7 +16,7 @@ import mmaccel
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.methods import PruMerge, PruMergePlus, VisualTokens
 from mmaccel.ops.heads import concat_heads, single_head_cls_attention
-from tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, batch_inputs, prompt_ids, tiny_llava
+from tests.tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, batch_inputs, prompt_ids, tiny_llava
 
 RAGGED_SEED = 8  # pixels for which the two tiny-model images have different outlier counts (3 and 1)
 

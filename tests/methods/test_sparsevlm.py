@@ -20,7 +20,7 @@ from mmaccel.errors import ConfigError
 from mmaccel.methods import LayerTokens, SparseVLM, Stage, TokenMethod
 from mmaccel.methods.base import LayerReduction
 from mmaccel.methods.sparsevlm import REFERENCE_SCHEDULES
-from tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, batch_inputs, prompt_ids, single_inputs, tiny_llava
+from tests.tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, batch_inputs, prompt_ids, single_inputs, tiny_llava
 
 # -- the reference, re-computed ----------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import mmaccel
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.methods import BlockTokens, ToMe
 from mmaccel.methods.tome import parse_r
-from tiny_models import single_inputs, tiny_llava
+from tests.tiny_models import single_inputs, tiny_llava
 
 
 def _tome_reference(x, keys, sizes, r, cls_token):

@@ -9,7 +9,7 @@ import mmaccel
 from mmaccel.engine.sequence import visual_index
 from mmaccel.errors import ConfigError
 from mmaccel.models import adapter_for
-from tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, TOKENS_PER_IMAGE, single_inputs, tiny_llava
+from tests.tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, TOKENS_PER_IMAGE, single_inputs, tiny_llava
 
 
 def test_facts():

@@ -9,8 +9,8 @@ import mmaccel
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.models import adapter_for
 from mmaccel.models.tiny import tiny_tiled_inputs
-from tiled_contract import untouched
-from tiled_models import NEXT, TILE_TOKENS
+from tests.tiled_contract import untouched
+from tests.tiled_models import NEXT, TILE_TOKENS
 
 
 @pytest.fixture(scope="module")

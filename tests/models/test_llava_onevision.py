@@ -10,7 +10,7 @@ import mmaccel
 from mmaccel.models import adapter_for
 from mmaccel.models.tiny import tiny_llava_onevision, tiny_tiled_inputs
 from mmaccel.ops.attention import received_attention
-from tiled_models import ONEVISION, TILE_TOKENS
+from tests.tiled_models import ONEVISION, TILE_TOKENS
 
 
 @pytest.fixture(scope="module")

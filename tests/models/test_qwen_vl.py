@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import mmaccel
-from method_matrix import METHOD_MATRIX
 from mmaccel.engine.sequence import visual_layout
 from mmaccel.errors import NotSupportedError
 from mmaccel.models.registry import adapter_for
@@ -19,6 +18,7 @@ from mmaccel.models.tiny import (
     tiny_qwen2_vl,
     tiny_qwen_inputs,
 )
+from tests.method_matrix import METHOD_MATRIX
 
 BUILDERS = {"qwen2_vl": tiny_qwen2_vl, "qwen2_5_vl": tiny_qwen2_5_vl}
 FAMILIES = sorted(BUILDERS)

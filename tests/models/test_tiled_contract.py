@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 import mmaccel
-from method_matrix import METHOD_MATRIX
 from mmaccel.errors import NotSupportedError
-from tiled_contract import (
+from tests.method_matrix import METHOD_MATRIX
+from tests.tiled_contract import (
     check_batch_equals_single_rows,
     check_cached_decode_equals_recompute,
     check_deterministic,
@@ -20,7 +20,7 @@ from tiled_contract import (
     check_unsupported,
     is_supported,
 )
-from tiled_models import NEXT, ONEVISION, PARTIAL_BUDGET, TILE_TOKENS
+from tests.tiled_models import NEXT, ONEVISION, PARTIAL_BUDGET, TILE_TOKENS
 
 METHODS = sorted(METHOD_MATRIX)
 FAMILIES = {"llava_next": NEXT, "llava_onevision": ONEVISION}

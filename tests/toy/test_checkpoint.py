@@ -11,9 +11,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForCon
 import mmaccel
 from mmaccel.errors import ConfigError
 from mmaccel.loading import toy_checkpoint_path
-from mmaccel.toy.data import TurnEncoder
-from mmaccel.toy.evaluate import heldout_set, score_examples, summarize
 from mmaccel.toy.processor import user_prompt
+from mmaccel.toy.training.data import TurnEncoder
+from mmaccel.toy.training.evaluate import heldout_set, score_examples, summarize
 from mmaccel.toy.world import render
 
 # Floors well below the measured accuracy (docs/toy-model.md) that a broken checkpoint cannot reach.

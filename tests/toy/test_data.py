@@ -8,10 +8,10 @@ import torch
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from mmaccel.loading import toy_checkpoint_path
-from mmaccel.toy.data import TRAIN_MIX, TurnEncoder, ask_option_copy, focus_patches, packed_batch
 from mmaccel.toy.model import toy_config
 from mmaccel.toy.questions import LETTERS
-from mmaccel.toy.train import packed_loss
+from mmaccel.toy.training.data import TRAIN_MIX, TurnEncoder, ask_option_copy, focus_patches, packed_batch
+from mmaccel.toy.training.train import packed_loss
 from mmaccel.toy.world import COLOR_NAMES, SHAPES, patch_labels, sample_scene
 
 TINY = {"vision_hidden": 32, "vision_layers": 2, "text_hidden": 64, "text_layers": 2, "text_heads": 4}
@@ -83,8 +83,8 @@ def test_option_copy_answers_the_letter_of_the_repeated_option():
 
 
 def test_verify_questions_are_mme_forms_with_correct_answers():
-    from mmaccel.toy.data import VERIFY_WEIGHTS, ask_verify
     from mmaccel.toy.suites.yesno import MME_SUFFIX
+    from mmaccel.toy.training.data import VERIFY_WEIGHTS, ask_verify
     from mmaccel.toy.world import GRID
 
     rng = np.random.default_rng(4)
@@ -112,8 +112,8 @@ def test_verify_questions_are_mme_forms_with_correct_answers():
 
 
 def test_ocr_line_questions_follow_llava_textvqa_prompts():
-    from mmaccel.toy.data import ask_ocr_line
     from mmaccel.toy.suites.open_ended import OCR_LINE
+    from mmaccel.toy.training.data import ask_ocr_line
 
     rng = np.random.default_rng(5)
     asked = 0
@@ -131,7 +131,7 @@ def test_ocr_line_questions_follow_llava_textvqa_prompts():
 
 
 def test_position_heads_read_row_and_column_of_every_visual_token():
-    from mmaccel.toy.train import PositionHeads
+    from mmaccel.toy.training.train import PositionHeads
 
     torch.manual_seed(0)
     heads = PositionHeads(16)

@@ -6,18 +6,18 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from mmaccel.toy.data import TurnEncoder, pixel_tensor
-from mmaccel.toy.evaluate import (
+from mmaccel.toy.model import toy_config
+from mmaccel.toy.processor import build_processor
+from mmaccel.toy.questions import QUESTION_TYPES
+from mmaccel.toy.tokenizer import build_tokenizer
+from mmaccel.toy.training.data import TurnEncoder, pixel_tensor
+from mmaccel.toy.training.evaluate import (
     _batch,
     chance_levels,
     greedy_with_tokens_removed,
     heldout_set,
     keep_masks,
 )
-from mmaccel.toy.model import toy_config
-from mmaccel.toy.processor import build_processor
-from mmaccel.toy.questions import QUESTION_TYPES
-from mmaccel.toy.tokenizer import build_tokenizer
 from mmaccel.toy.world import render
 
 TINY = {"vision_hidden": 32, "vision_layers": 2, "text_hidden": 64, "text_layers": 2, "text_heads": 4}

@@ -9,9 +9,11 @@ from transformers import AutoTokenizer, LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from mmaccel.loading import toy_checkpoint_path
-from mmaccel.toy.data import TurnEncoder, packed_batch, vision_batch
 from mmaccel.toy.font import CHARACTERS
-from mmaccel.toy.guidance import (
+from mmaccel.toy.model import toy_config
+from mmaccel.toy.questions import LETTERS, Question
+from mmaccel.toy.training.data import TurnEncoder, packed_batch, vision_batch
+from mmaccel.toy.training.guidance import (
     OptionGuidance,
     binding_queries,
     choice_queries,
@@ -19,9 +21,7 @@ from mmaccel.toy.guidance import (
     content_targets,
     focus_queries,
 )
-from mmaccel.toy.model import toy_config
-from mmaccel.toy.questions import LETTERS, Question
-from mmaccel.toy.train import packed_loss
+from mmaccel.toy.training.train import packed_loss
 from mmaccel.toy.world import sample_scene
 
 TINY = {"vision_hidden": 32, "vision_layers": 2, "text_hidden": 64, "text_layers": 2, "text_heads": 4}

@@ -404,7 +404,7 @@ def tiny():
 
 
 def test_batched_left_padded_answers_equal_single_answers(tiny, written):
-    from mmaccel.toy.bench import generate_answers
+    from mmaccel.eval.generation import generate_answers
 
     model, processor = tiny
     processor.tokenizer.padding_side = "right"
@@ -424,7 +424,7 @@ def test_batched_left_padded_answers_equal_single_answers(tiny, written):
 
 def test_answers_can_be_generated_inside_an_applied_method(tiny, written):
     import mmaccel
-    from mmaccel.toy.bench import generate_answers
+    from mmaccel.eval.generation import generate_answers
 
     model, processor = tiny
     bench, samples = _load("shapes-vqav2", written["shapes-vqav2"])
@@ -459,7 +459,7 @@ def test_evaluate_suite_writes_predictions_that_mmaccel_score_reproduces(tiny, w
 
 
 def test_standard_errors_match_the_binomial_one():
-    from mmaccel.toy.bench import bootstrap_se, standard_error
+    from mmaccel.eval.stats import bootstrap_se, standard_error
 
     bench = get_benchmark("gqa")
     rows = [{"id": str(i), "structural": "", "accuracy": float(i % 4 == 0)} for i in range(400)]

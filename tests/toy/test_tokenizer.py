@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmaccel.toy.data import TurnEncoder
 from mmaccel.toy.processor import build_processor, user_prompt
 from mmaccel.toy.questions import OPTION_SUFFIX, POPE_SUFFIX, SHORT_ANSWER, sample_example
 from mmaccel.toy.tokenizer import IMAGE_TOKEN_ID, build_tokenizer
+from mmaccel.toy.training.data import TurnEncoder
 from mmaccel.toy.world import COLOR_NAMES, SHAPES, render
 
 
@@ -71,7 +71,7 @@ def test_training_pieces_match_the_processor(tokenizer):
 
 
 def test_pixel_tensor_matches_the_image_processor(tokenizer):
-    from mmaccel.toy.data import pixel_tensor
+    from mmaccel.toy.training.data import pixel_tensor
 
     processor = build_processor(tokenizer)
     scene, _ = sample_example("color", np.random.default_rng(1))

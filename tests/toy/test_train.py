@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from mmaccel.toy.tokenizer import build_tokenizer
-from mmaccel.toy.train import TrainConfig, run
+from mmaccel.toy.training.train import TrainConfig, run
 
 TINY = {"vision_hidden": 32, "vision_layers": 2, "text_hidden": 64, "text_layers": 2, "text_heads": 4}
 
@@ -76,7 +76,7 @@ def test_curve_line_logs_losses_and_held_out_accuracy_per_type():
 
 def test_learning_curve_plot_draws_the_guidance_terms(tmp_path):
     pytest.importorskip("matplotlib")
-    from mmaccel.toy.plot import plot_curve
+    from mmaccel.toy.training.plot import plot_curve
 
     curve = [
         {"stage": "vision", "step": 1, "minutes": 0.1, "loss": 3.0, "acc_color": 0.2, "acc_shape": 0.3,

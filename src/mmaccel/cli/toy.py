@@ -81,9 +81,9 @@ def _register_suites(commands: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from mmaccel.toy.evaluate import evaluate
-    from mmaccel.toy.plot import plot_curve
-    from mmaccel.toy.train import TrainConfig, run
+    from mmaccel.toy.training.evaluate import evaluate
+    from mmaccel.toy.training.plot import plot_curve
+    from mmaccel.toy.training.train import TrainConfig, run
 
     config = TrainConfig(seed=args.seed, threads=args.threads)
     if args.guide_loss is not None:
@@ -149,13 +149,13 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from mmaccel.loading import load
-    from mmaccel.toy.evaluate import chance_levels, generate_latency, heldout_set, pruning_table
+    from mmaccel.toy.training.evaluate import chance_levels, generate_latency, heldout_set, pruning_table
 
     torch.set_num_threads(args.threads)
     model, processor = load(args.model)
     start = time.perf_counter()
     if args.no_pruning:
-        from mmaccel.toy.evaluate import evaluate
+        from mmaccel.toy.training.evaluate import evaluate
 
         tables = {"all@64": evaluate(model, processor.tokenizer, args.per_type)}
     else:
@@ -175,8 +175,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{name:10} {table['all']:5.1f} " + " ".join(f"{table.get(k, float('nan')):8.1f}" for k in kinds))
     print(f"generate(): {latency_ms:.1f} ms per example (answer {answer!r}, expected {expected!r})")
     if args.checks:
-        from mmaccel.toy.data import TurnEncoder
-        from mmaccel.toy.evaluate import SELECTIONS, generate_agreement, removal_agreement
+        from mmaccel.toy.training.data import TurnEncoder
+        from mmaccel.toy.training.evaluate import SELECTIONS, generate_agreement, removal_agreement
 
         subset = heldout_set(10)
         accuracy, agreement = generate_agreement(model, processor, subset, TurnEncoder(processor.tokenizer))
@@ -206,8 +206,9 @@ def run_bench(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
 
+    from mmaccel.eval.suites import prepare_suite
     from mmaccel.loading import load
-    from mmaccel.toy.bench import evaluate_suite, prepare_suite
+    from mmaccel.toy.bench import evaluate_suite
     from mmaccel.toy.suites import list_suites
 
     for flag, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens),

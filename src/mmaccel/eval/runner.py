@@ -80,8 +80,8 @@ def default_methods(names: list[str]) -> list[str]:
 def plan_runs(config: EvalConfig) -> list[RunSpec]:
     """Every run of ``config``, validated (names, budgets, hyper-parameters) before any model is loaded."""
     from mmaccel.eval.benchmarks import get_benchmark
+    from mmaccel.eval.suites import find_suite, list_suites
     from mmaccel.methods.registry import build_method, list_methods
-    from mmaccel.toy.suites import SUITES, list_suites
 
     benchmarks = config.benchmarks or list_suites()
     methods = config.methods or [BASELINE, *default_methods(list_methods())]
@@ -90,14 +90,15 @@ def plan_runs(config: EvalConfig) -> list[RunSpec]:
         raise ConfigError(f"method_options names {', '.join(unknown_options)}, which are not among the methods")
     runs: list[RunSpec] = []
     for benchmark in benchmarks:
-        if benchmark in SUITES:
-            scorer, synthetic = SUITES[benchmark].benchmark, True
+        suite = find_suite(benchmark)
+        if suite is not None:
+            scorer, synthetic = suite.benchmark, True
         else:
             scorer, synthetic = get_benchmark(benchmark).name, False  # ConfigError lists the known benchmarks
             if config.data is None:
                 raise ConfigError(
                     f"benchmark {benchmark!r} is a real benchmark: pass --data DIR with its files, or use a "
-                    f"synthetic suite ({', '.join(SUITES)})"
+                    f"synthetic suite ({', '.join(list_suites())})"
                 )
         get_benchmark(scorer).check(config.protocol)
         for method in methods:
@@ -227,7 +228,8 @@ class _Loaded:
 
 def _load_run(config: EvalConfig, run: RunSpec, data_root: Path) -> _Loaded:
     from mmaccel.eval.benchmarks import get_benchmark
-    from mmaccel.toy.bench import prepare_suite, request_key
+    from mmaccel.eval.generation import request_key
+    from mmaccel.eval.suites import prepare_suite
 
     bench = get_benchmark(run.scorer)
     if run.synthetic:
@@ -392,53 +394,17 @@ def _record(data: _Loaded, index: int, answer: str, efficiency: dict[str, Any]) 
     return {"id": sample.id, "prompt": data.prompts[index], "prediction": answer, "efficiency": efficiency}
 
 
-@torch.no_grad()
 def _generate(model, processor, data: _Loaded, chunk: list[int], max_new_tokens: int, timer, session=None):
-    """Greedy answers of the requests ``chunk`` (first sample indices), the model inputs and tokens generated.
+    """Greedy answers of the requests ``chunk`` (first sample indices), the model inputs and tokens generated."""
+    from mmaccel.eval.generation import generate_batch
 
-    ``session``: the open method, which prepares the images before the processor (``downsample`` resizes them).
-    """
-    from PIL import Image
-
-    images, texts = [], []
-    for index in chunk:
-        image = data.samples[index].image
-        if isinstance(image, (str, Path)):
-            with Image.open(image) as handle:
-                image = handle.convert("RGB")
-        images.append(image.convert("RGB"))
-        content = [{"type": "image"}, {"type": "text", "text": data.prompts[index]}]
-        texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True))
-    if session is not None:
-        images = session.prepare_images(images, processor)
-    inputs = processor(images=images, text=texts, return_tensors="pt", padding=True).to(model.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=timer)  # [b, L + n]
-    new = output[:, inputs["input_ids"].shape[1] :]
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-    counts = []
-    for row in new.tolist():
-        ends = [i for i, token in enumerate(row) if token in eos_ids]
-        counts.append(ends[0] + 1 if ends else len(row))
-    answers = [text.strip() for text in processor.batch_decode(new, skip_special_tokens=True)]
-    return answers, inputs, counts
-
-
-def _unit(run: RunSpec, sample) -> str:
-    """What a bootstrap resamples: the image (MME, POPE), the question (MMBench's rotations), else the row."""
-    if run.scorer == "mme":
-        return str(sample.meta.get("image_id", sample.id))
-    if run.scorer == "pope":
-        return str(sample.image)
-    if run.scorer == "mmbench":
-        return str(int(sample.meta["index"]) % 1_000_000)
-    return sample.id
+    requests = [(data.samples[index].image, data.prompts[index]) for index in chunk]
+    return generate_batch(model, processor, requests, max_new_tokens, timer, session)
 
 
 def _finish_run(config: EvalConfig, run: RunSpec, data: _Loaded, out: Path) -> dict[str, Any]:
     """Merge the part files, score the predictions with the benchmark's scorer, write the run's metrics."""
-    from mmaccel.toy.bench import bootstrap_se
+    from mmaccel.eval.stats import bootstrap_se, sampling_unit
 
     run_dir = _run_dir(out, run)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -450,7 +416,7 @@ def _finish_run(config: EvalConfig, run: RunSpec, data: _Loaded, out: Path) -> d
     started = time.perf_counter()
     rows = [data.bench.score(s, by_id[s.id]["prediction"], config.protocol) for s in data.samples]
     metrics = data.bench.aggregate(rows, config.protocol)
-    units = [_unit(run, sample) for sample in data.samples]
+    units = [sampling_unit(run.scorer, sample) for sample in data.samples]
     se = bootstrap_se(data.bench, rows, units, config.protocol, draws=100) if len(set(units)) > 1 else None
     result = {
         "run": run.name,

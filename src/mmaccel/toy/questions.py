@@ -42,7 +42,8 @@ class Question:
     is the question without any benchmark suffix, ``options`` the lettered choices of multiple-choice questions.
     ``focus`` names what the question points at in the image: object names such as ``red circle`` (for a relation
     the anchor, the first step of the lookup), or ``sign``; training uses it to guide attention
-    (:mod:`mmaccel.toy.guidance`). It is empty where nothing named is in the image (absent objects) and for counts.
+    (:mod:`mmaccel.toy.training.guidance`). It is empty where nothing named is in the image (absent objects) and
+    for counts.
     """
 
     kind: str

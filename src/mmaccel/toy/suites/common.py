@@ -4,7 +4,7 @@ Every item of a suite (an image with its questions) draws from its own generator
 ``numpy.random.default_rng([SUITE_SEED, suite_number, *index])``, so a suite of size ``n`` is the first ``n``
 items of any larger one and items never depend on each other. The entropy lists are disjoint from the training
 draws ``[seed, stage, step]`` of the shipped recipe (seed 0) and from the held-out set ``[20_260_000, type, 0]`` of
-:mod:`mmaccel.toy.evaluate`, because their first element differs.
+:mod:`mmaccel.toy.training.evaluate`, because their first element differs.
 """
 
 from __future__ import annotations

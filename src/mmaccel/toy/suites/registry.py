@@ -34,7 +34,7 @@ from mmaccel.toy.suites.common import SUITE_SEED
 from mmaccel.toy.suites.open_ended import write_gqa, write_textvqa, write_vqav2
 from mmaccel.toy.suites.yesno import MME_SUBTASKS, write_mme, write_pope
 
-__all__ = ["MANIFEST", "SUITES", "Suite", "get_suite", "list_suites", "write_suite"]
+__all__ = ["MANIFEST", "SUITES", "Suite", "get_suite", "list_suites", "read_manifest", "write_suite"]
 
 log = logging.getLogger(__name__)
 MANIFEST = "shapes_suite.json"
@@ -74,6 +74,15 @@ class Suite:
     def headline_se_bound(self, size: int | None = None) -> float:
         """:attr:`se_bound` in the headline's own units, at ``size`` (default: the full size)."""
         return self.scale * self.se_bound(self.size if size is None else size)
+
+    def prepare(self, root: str | Path, size: int | None = None) -> Path:
+        """``root`` holding this suite at ``size``: reused when its manifest matches, written otherwise."""
+        root = Path(root)
+        manifest = read_manifest(root) if root.is_dir() else None
+        wanted = self.size if size is None else size
+        if manifest is None or (manifest.get("suite"), manifest.get("size")) != (self.name, wanted):
+            write_suite(self.name, root, size)
+        return root
 
 
 SUITES: dict[str, Suite] = {

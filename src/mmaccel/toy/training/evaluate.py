@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from mmaccel.toy.data import PackedBatch, TurnEncoder, pixel_tensor
 from mmaccel.toy.processor import NUM_IMAGE_TOKENS, user_prompt
 from mmaccel.toy.questions import QUESTION_TYPES, Question, choose_suffix, sample_example
+from mmaccel.toy.training.data import PackedBatch, TurnEncoder, pixel_tensor
 from mmaccel.toy.world import Scene, render
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionModel, LlavaForConditionalGeneration
 
-from mmaccel.toy.data import TRAIN_MIX, PackedBatch, TurnEncoder, packed_batch, vision_batch
 from mmaccel.toy.font import CHARACTERS
-from mmaccel.toy.guidance import OptionGuidance
 from mmaccel.toy.model import toy_config
 from mmaccel.toy.processor import build_processor
 from mmaccel.toy.tokenizer import build_tokenizer
+from mmaccel.toy.training.data import TRAIN_MIX, PackedBatch, TurnEncoder, packed_batch, vision_batch
+from mmaccel.toy.training.guidance import OptionGuidance
 from mmaccel.toy.world import COLOR_NAMES, NUM_PATCHES, PATCHES_PER_SIDE, SHAPES
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class TrainConfig:
     warmup_llm: int = 100
     drop_probability: float = 0.2
     position_loss: float = 0.0  # weight of the optional row/column heads (see PositionHeads)
-    guide_loss: float = 0.5  # weight of the attention guidance (mmaccel.toy.guidance), 0 turns it off
+    guide_loss: float = 0.5  # weight of the attention guidance (mmaccel.toy.training.guidance), 0 turns it off
     sign_loss: float = 1.0  # weight of the stage-1 CLS head for the sign's characters
     eval_every: int = 250
     model_kwargs: dict = field(default_factory=dict)

@@ -24,7 +24,7 @@ def plot_curve(curve: list[dict], out: Path) -> None:
     guides = sorted({key for r in llm for key in r if key.startswith("guide_")})
     stage2 = "stage 2 (answer tokens + guidance)" if guides else "stage 2 (answer tokens)"
     loss_axis.plot([offset + r["minutes"] for r in llm], [r["loss"] for r in llm], label=stage2)
-    for key in guides:  # the attention-guidance terms (mmaccel.toy.guidance), each -log of a target mass
+    for key in guides:  # the attention-guidance terms (mmaccel.toy.training.guidance), each -log of a target mass
         points = [(offset + r["minutes"], r[key]) for r in llm if r.get(key, 0) > 0]
         if points:
             loss_axis.plot(*zip(*points), "--", linewidth=0.8, label=key.replace("guide_", "guidance: "))
