@@ -88,20 +88,7 @@ def test_eval_runs_every_family_with_methods_of_each_stage(family, tmp_path_fact
     assert all(method in report for method in methods)
 
 
-# The unmodified model's records count every placeholder as a visual token of its own image: anyres newline tokens
-# are counted as visual (methods treat them as structural), and Qwen images are counted one per token.
-BASELINE_ACCOUNTING = pytest.mark.xfail(
-    strict=True, reason="the baseline counts placeholders, not the adapter's visual units"
-)
-
-
-@pytest.mark.parametrize(
-    "family",
-    [
-        family if family == "llava" else pytest.param(family, marks=BASELINE_ACCOUNTING)
-        for family in CHECKPOINT_FAMILIES
-    ],
-)
+@pytest.mark.parametrize("family", CHECKPOINT_FAMILIES)
 def test_baseline_and_methods_count_the_same_images_and_visual_tokens(family, tmp_path_factory):
     methods, out = _evaluate(family, tmp_path_factory)
     base = [(tokens["images"], tokens["visual_tokens"]) for tokens in _tokens(out, "none")]

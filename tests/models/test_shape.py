@@ -22,6 +22,7 @@ from mmaccel.eval.meter import sample_efficiency, sample_prefill_flops
 from mmaccel.models.registry import adapter_for
 from mmaccel.models.shape import describe, visual_work
 from mmaccel.models.tiny import tiny_qwen_inputs
+from mmaccel.models.tiny.families import FAMILIES as TINY
 from mmaccel.ops.flops import TowerRun
 
 TOLERANCE = 0.02
@@ -35,11 +36,11 @@ def _qwen(build):
 # family -> (builder, inputs of one prompt): two LLaVA images; anyres images of two sizes (OneVision also a video);
 # a Qwen image with edge windows and a two-temporal-patch video
 FAMILIES = {
-    "llava": (tiny_models.tiny_llava, lambda model: tiny_models.llava_rows(model, [(2, 0)])),
+    "llava": (TINY["llava"].build, lambda model: tiny_models.llava_rows(model, [(2, 0)])),
     "llava_next": (tiled_models.NEXT.build, lambda model: tiled_models.NEXT.inputs(model)),
     "llava_onevision": (tiled_models.ONEVISION.build, lambda model: tiled_models.ONEVISION.inputs(model)),
-    "qwen2_vl": _qwen(tiny_models.tiny_qwen2_vl),
-    "qwen2_5_vl": _qwen(tiny_models.tiny_qwen2_5_vl),
+    "qwen2_vl": _qwen(TINY["qwen2_vl"].build),
+    "qwen2_5_vl": _qwen(TINY["qwen2_5_vl"].build),
 }
 # method, budget: none, a pre-LLM method without scoring, an in-LLM method; VisionZip and ToMe where their own
 # scoring stays small next to the model (on the tiny Qwen towers VisionZip's probe is ~2 % of the prefill)
@@ -126,7 +127,7 @@ def test_onevision_video_frames_go_through_the_tower():
 
 
 def test_qwen_dynamic_resolution_windows_and_temporal_patches():
-    model = tiny_models.tiny_qwen2_5_vl()
+    model = TINY["qwen2_5_vl"].build()
     inputs = tiny_qwen_inputs(model, batch=2, grids=[QWEN_IMAGE, (1, 4, 4)], video_grid=QWEN_VIDEO)
     first, second = visual_work(model, inputs)
     # 6 x 10 patches = 3 x 5 merged tokens in windows of 2 x 2 merged tokens: 2 x 3 windows, cut at the edges
@@ -136,7 +137,7 @@ def test_qwen_dynamic_resolution_windows_and_temporal_patches():
     assert second.tower[0] == TowerRun(1, 16, (16,))
     shape = describe(model)
     assert shape.window_blocks == (0,) and shape.projector_group == 4
-    assert describe(tiny_models.tiny_qwen2_vl()).window_blocks == ()
+    assert describe(TINY["qwen2_vl"].build()).window_blocks == ()
 
 
 def test_inputs_that_do_not_match_the_prompts_are_refused():
