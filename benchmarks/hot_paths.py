@@ -41,13 +41,17 @@ import mmaccel
 from geometry import Size, build_inputs, build_model
 
 METHODS = ("none", "fastv", "sparsevlm", "visionzip", "prumerge")  # in-LLM (Stage.LLM_PREFILL), then pre-LLM
-SHAPE_SYNC_OPS = {"nonzero", "_unique2", "unique_dim", "unique_consecutive", "masked_select", "repeat_interleave"}
+SHAPE_SYNC_OPS = {"nonzero", "_unique2", "unique_dim", "unique_consecutive", "masked_select"}
 
 
 def _is_bool_index(func, args) -> bool:
     if func.__name__ != "index.Tensor":
         return False
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
+
+
+def _unsized_repeat(name: str, kwargs) -> bool:
+    return name == "repeat_interleave" and (kwargs or {}).get("output_size") is None
 
 
 def _call_site() -> str:
@@ -75,7 +79,7 @@ class OpCounter(TorchDispatchMode):
         if name == "_local_scalar_dense":
             self.scalar_reads += 1
             self._note("scalar read")
-        elif name in SHAPE_SYNC_OPS or _is_bool_index(func, args):
+        elif name in SHAPE_SYNC_OPS or _is_bool_index(func, args) or _unsized_repeat(name, kwargs):
             self.shape_syncs += 1
             self._note(name)
         return func(*args, **(kwargs or {}))

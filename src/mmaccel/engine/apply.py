@@ -222,8 +222,8 @@ class Session:
             reduced = self._reduce_visual(sequence, kwargs, layout, pending, mask2d, positions)
             kwargs, index, mask2d, positions = reduced
         n_layers = self.adapter.num_text_layers()
-        for row, row_stats in enumerate(stats):
-            row_stats.layer_tokens = [int((index[row] >= 0).sum())] * n_layers
+        for row_stats, n_visual in zip(stats, (index >= 0).sum(1).tolist()):  # one host read for the batch
+            row_stats.layer_tokens = [n_visual] * n_layers
         if self._layers is not None:
             self._layers.start(context, cache, index, mask2d, positions)
         self._sequence = sequence
@@ -256,8 +256,8 @@ class Session:
             positions_mode=mode,
         )
         n_layers = self.adapter.num_text_layers()
-        for row, row_stats in enumerate(stats):
-            row_stats.layer_tokens = [int((index[row] >= 0).sum())] * n_layers
+        for row_stats, n_visual in zip(stats, (index >= 0).sum(1).tolist()):  # one host read for the batch
+            row_stats.layer_tokens = [n_visual] * n_layers
         if self._layers is not None:
             self._layers.start(context, cache, index, prefill.attention_mask, prefill.position_ids)
         self._sequence = sequence

@@ -34,43 +34,51 @@ def visual_layout(
     by fixed offsets. ``names`` (token id -> "image", "video") words the errors; "image" by default.
     """
     names = names or {}
-    index = torch.full_like(input_ids, -1)
     token_ids = torch.tensor(list(counts_by_token), device=input_ids.device)
+    where = torch.nonzero(torch.isin(input_ids, token_ids))  # (P, 2) (row, position) in row-major order
+    ids = input_ids[where[:, 0], where[:, 1]]  # (P,)
+    starts = torch.ones_like(ids, dtype=torch.bool)
+    starts[1:] = (where[1:, 0] != where[:-1, 0]) | (ids[1:] != ids[:-1])  # runs of one id within a row
+    first = torch.nonzero(starts).flatten()  # (S,)
+    lengths = torch.diff(first, append=first.new_tensor([ids.numel()]))
+    runs = torch.stack([where[first, 0], ids[first], lengths], dim=1).tolist()  # one host read for the batch
     used = dict.fromkeys(counts_by_token, 0)
     items: list[tuple[int, int]] = []
     counts: list[int] = []
     rows: list[int] = []
-    for row in range(input_ids.shape[0]):
-        positions = torch.nonzero(torch.isin(input_ids[row], token_ids)).flatten()
-        offset, local = 0, 0
-        while offset < positions.numel():
-            token = int(input_ids[row, positions[offset]])
-            name = names.get(token, "image")
+    locals_: list[int] = []
+    for row, token, length in runs:  # split each run into items by their counts (host integers only)
+        name = names.get(token, "image")
+        while length > 0:
             if used[token] >= len(counts_by_token[token]):
                 raise ConfigError(
                     f"row {row} has more {name} placeholder tokens than the {len(counts_by_token[token])} "
                     f"{name}(s) provide features for"
                 )
             count = counts_by_token[token][used[token]]
-            span = positions[offset : offset + count]
-            if span.numel() != count or bool((input_ids[row, span] != token).any()):
+            if count > length:
                 raise ConfigError(
                     f"row {row}: {name} placeholder tokens do not split into whole {name}s of "
                     f"{counts_by_token[token]} tokens"
                 )
-            index[row, span] = local
+            locals_.append(locals_[-1] + 1 if rows and rows[-1] == row else 0)  # item number within its row
             items.append((token, used[token]))
             counts.append(count)
             rows.append(row)
             used[token] += 1
-            offset += count
-            local += 1
+            length -= count
     for token, n_used in used.items():
         if n_used != len(counts_by_token[token]):
             name = names.get(token, "image")
             raise ConfigError(
                 f"{len(counts_by_token[token])} {name}(s) were given but the prompts hold placeholders for {n_used}"
             )
+    index = torch.full_like(input_ids, -1)
+    if counts:
+        numbers = torch.tensor(locals_, device=input_ids.device).repeat_interleave(
+            torch.tensor(counts, device=input_ids.device), output_size=sum(counts)
+        )  # (P,) item number within its row of every placeholder
+        index[where[:, 0], where[:, 1]] = numbers
     return VisualLayout(index=index, items=items, counts=counts, rows=rows)
 
 
