@@ -158,7 +158,7 @@ def markdown(rows: dict, batches: list[int], header: str) -> str:
             per_row -= (base["ops"][last] - base["ops"][first]) / (last - first)
         cells = [
             *(str(row["ops"][b]) for b in batches),
-            f"{per_row:.0f}",
+            f"{abs(per_row):.0f}" if round(per_row) == 0 else f"{per_row:.0f}",
             *(str(row["scalar_reads"][b]) for b in batches),
             *(str(row["shape_syncs"][b]) for b in batches),
             *(f"{row['ms'][b]:.0f}" for b in batches),
