@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,7 @@ class TokenContext:
     visual_groups: list[torch.Tensor] = field(default_factory=list)
     visual_sizes: list[torch.Tensor] = field(default_factory=list)
     visual_frames: dict[int, torch.Tensor] = field(default_factory=dict)
-    llm_keep: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    llm_keep: dict[int, Sequence[torch.Tensor]] = field(default_factory=dict)
     llm_merges: dict[int, LayerReduction] = field(default_factory=dict)
     llm_queries: dict[int, torch.Tensor] = field(default_factory=dict)
     decode_steps: int = 0

@@ -16,6 +16,7 @@ followed through every pruning by their layer-0 position (``origin``; -1 for mer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,7 @@ import torch
 
 from mmaccel.engine.attention import attach_probe, probe_implementation
 from mmaccel.engine.hooks import HookSet
-from mmaccel.engine.sequence import pack_left
-from mmaccel.methods.base import LayerReduction, LayerTokens
+from mmaccel.methods.base import LayerReduction, LayerTokens, keep_mask
 from mmaccel.ops.attention import attention_rows
 
 if TYPE_CHECKING:
@@ -40,6 +40,40 @@ class StageRecord:
     layer: int
     prompt_mask: torch.Tensor  # (B, L') 2-D mask of the kept prompt
     shift: torch.Tensor  # (B,) positions dropped before each row's last token (contiguous mode)
+
+
+@dataclass
+class PackedOrder:
+    """A pruned sequence, left-padded: ``keep`` (B, L') indices into [input (L) ; merged (M)] (0 in padding
+    slots), ``valid`` (B, L') real slots, ``kept`` (B, L) the input tokens kept."""
+
+    keep: torch.Tensor
+    valid: torch.Tensor
+    kept: torch.Tensor
+
+    def __getitem__(self, row: int) -> torch.Tensor:
+        """Row ``row`` without its padding: (L'_b,) indices into [input ; merged]."""
+        return self.keep[row][self.valid[row]]
+
+
+class KeptPositions(Sequence):
+    """The kept input positions of each row, (K_b,) ascending, read from a (B, L) mask when a row is asked for
+    (the engine itself never splits the batch into rows)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.mask = mask  # (B, L) bool
+        self._rows: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        row = range(len(self))[row]  # negative indices; IndexError past the end
+        if row not in self._rows:
+            self._rows[row] = torch.nonzero(self.mask[row]).flatten()
+        return self._rows[row]
 
 
 @dataclass
@@ -107,8 +141,8 @@ class LayerStage:
             origin=torch.arange(length, device=visual_index.device).expand(batch, -1),
             entry_counts=entry_counts,  # (B, G)
         )
-        for row, stats in enumerate(context.stats):
-            stats.layer_tokens = [int((visual_index[row] >= 0).sum())] * self.n_layers
+        for stats, n_visual in zip(context.stats, (visual_index >= 0).sum(1).tolist()):
+            stats.layer_tokens = [n_visual] * self.n_layers
 
     def decode(self, mask2d: torch.Tensor | None, positions: torch.Tensor) -> None:
         state = self.state
@@ -134,11 +168,11 @@ class LayerStage:
         if state.query_mask is None:
             return self.method.attention_queries(state.visual_index, state.mask2d.bool())  # (B, R)
         marked = (state.origin >= 0) & state.query_mask.gather(1, state.origin.clamp(min=0))  # (B, L)
-        rows = [torch.nonzero(row).flatten() for row in marked]
-        packed = torch.full((len(rows), max(1, *(r.numel() for r in rows))), -1, device=marked.device)
-        for b, row in enumerate(rows):
-            packed[b, : row.numel()] = row
-        return packed  # (B, R), -1 pads
+        n_rows = marked.sum(1)  # (B,)
+        width = max(1, int(n_rows.max()))
+        first = torch.sort(marked.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :width]  # (B, R)
+        used = torch.arange(width, device=marked.device) < n_rows[:, None]  # (B, R)
+        return torch.where(used, first, -1)  # (B, R) positions in ascending order, -1 pads
 
     def _make_probe(self, layer: int):
         def probe(module, query, key, mask, scaling) -> None:
@@ -193,15 +227,15 @@ class LayerStage:
     def _prune(self, index: int, hidden: torch.Tensor, kwargs: dict[str, Any], state: LayerState) -> torch.Tensor:
         tokens = self._tokens(index, hidden, state, kwargs)
         # The budget applies to each image as it entered the language model, whatever earlier layers kept.
-        counts = state.entry_counts.flatten().tolist()
-        if all(self.method.keeps_all(int(n)) for n in counts if n > 0):
-            self._record(index, state, [torch.arange(hidden.shape[1], device=hidden.device)] * hidden.shape[0])
+        counts = set(state.entry_counts.flatten().tolist())  # one host read for the whole batch
+        if all(self.method.keeps_all(n) for n in counts if n > 0):
+            everything = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)  # (B, L)
+            self._record(index, state, KeptPositions(everything))
             return hidden
         result = self.method.prune_layer(tokens)
         reduction = result if isinstance(result, LayerReduction) else None
-        kept_rows = result.keep if isinstance(result, LayerReduction) else result
-        order, merged, source = self._order(kept_rows, reduction, hidden)  # (B, L'b) rows, (B, M, D), (B, M)
-        keep, slot_valid = pack_left(order)  # (B, L') into [input (L) ; merged (M)], (B, L')
+        order, merged, source = self._order(result, reduction, hidden)  # packed order, (B, M, D), (B, M)
+        keep, slot_valid = order.keep, order.valid  # (B, L') into [input (L) ; merged (M)], (B, L')
 
         def extend(x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:  # (B, L, ...) + (B, M, ...)
             return torch.cat([x.expand(keep.shape[0], *x.shape[1:]), extra], dim=1)
@@ -235,39 +269,50 @@ class LayerStage:
         mask = self._causal_mask(hidden, state.mask2d, state.cache, index)
         state.override = {"position_embeddings": (cos, sin), "attention_mask": mask, "position_ids": None}
         state.stages.append(StageRecord(layer=index, prompt_mask=state.mask2d, shift=shift))
-        self._record(index, state, kept_rows)
+        self._record(index, state, KeptPositions(order.kept))
         if reduction is not None:
             state.context.llm_merges[index] = reduction
         return hidden
 
     @staticmethod
-    def _order(kept_rows: list[torch.Tensor], reduction: LayerReduction | None, hidden: torch.Tensor):
-        """Per row, the new sequence as indices into [input (L) ; merged tokens (M)]; merged hidden states
-        (B, M, D) and the source position of each merged token (B, M) (0 in unused slots)."""
-        batch, length, dim = hidden.shape
-        n_merged = max((w.shape[0] for w in reduction.weights), default=0) if reduction is not None else 0
-        merged = hidden.new_zeros(batch, n_merged, dim)
-        source = torch.zeros(batch, n_merged, dtype=torch.long, device=hidden.device)
-        order = []
-        for row, keep in enumerate(kept_rows):
-            keep = keep.to(hidden.device)
-            if reduction is None or reduction.weights[row].shape[0] == 0:
-                order.append(keep)
-                continue
-            weights, before = reduction.weights[row], reduction.before[row].to(hidden.device)
-            count = weights.shape[0]
-            merged[row, :count] = weights.to(hidden.dtype) @ hidden[row]  # (M_b, L) @ (L, D)
-            source[row, :count] = reduction.source[row]
-            slots = torch.cat([keep, length + torch.arange(count, device=hidden.device)])
-            sort_keys = torch.cat([2 * keep, 2 * before - 1])  # a merged token goes right before `before`
-            order.append(slots[torch.sort(sort_keys, stable=True).indices])
-        return order, merged, source
+    def _order(keep: object, reduction: LayerReduction | None, hidden: torch.Tensor):
+        """The new sequence of every row as left-packed indices into [input (L) ; merged tokens (M)], the merged
+        hidden states (B, M, D) and the source position of each merged token (B, M) (0 in unused slots).
 
-    def _record(self, index: int, state: LayerState, kept_rows: list[torch.Tensor]) -> None:
-        state.context.llm_keep[index] = kept_rows
-        for row, stats in enumerate(state.context.stats):
+        ``keep``: what the method's ``prune_layer`` returned when it merges nothing ((B, L) bool or kept positions
+        per row); ``reduction``: its :class:`LayerReduction` when it does.
+        """
+        batch, length, dim = hidden.shape
+        if reduction is not None:
+            reduction = reduction.batched(length)
+            kept, weights, before, source = reduction.keep, reduction.weights, reduction.before, reduction.source
+            assert isinstance(kept, torch.Tensor) and isinstance(weights, torch.Tensor)
+            assert isinstance(before, torch.Tensor) and isinstance(source, torch.Tensor)
+            kept, before, source = kept.to(hidden.device), before.to(hidden.device), source.to(hidden.device)
+            merged = torch.bmm(weights.to(hidden), hidden)  # (B, M, L) @ (B, L, D) -> (B, M, D)
+            used = source >= 0  # (B, M)
+            source = source.clamp(min=0)
+        else:
+            assert isinstance(keep, (torch.Tensor, list))
+            kept = keep.to(hidden.device) if isinstance(keep, torch.Tensor) else keep_mask(keep, length)
+            merged = hidden.new_zeros(batch, 0, dim)
+            before = source = torch.zeros(batch, 0, dtype=torch.long, device=hidden.device)
+            used = torch.zeros(batch, 0, dtype=torch.bool, device=hidden.device)
+        # Sort keys: kept input token p -> 2p + 1, merged token -> 2 * before (right before that position), and
+        # -1 for dropped tokens and unused slots, which a stable sort gathers on the left as padding.
+        positions = torch.arange(length, device=hidden.device)
+        keys = torch.cat([torch.where(kept, 2 * positions + 1, -1), torch.where(used, 2 * before, -1)], dim=1)
+        n_tokens = kept.sum(1) + used.sum(1)  # (B,)
+        width = int(n_tokens.max())
+        order = torch.sort(keys, dim=1, stable=True).indices[:, keys.shape[1] - width :]  # (B, L')
+        valid = torch.arange(width, device=hidden.device) >= width - n_tokens[:, None]  # (B, L') left padding
+        return PackedOrder(keep=torch.where(valid, order, 0), valid=valid, kept=kept), merged, source
+
+    def _record(self, index: int, state: LayerState, kept: KeptPositions) -> None:
+        state.context.llm_keep[index] = kept
+        counts = (state.visual_index >= 0).sum(1).tolist()  # one host read for the whole batch
+        for stats, after in zip(state.context.stats, counts):
             before = stats.layer_tokens[index]
-            after = int((state.visual_index[row] >= 0).sum())
             stats.stages[f"llm_layer_{index}"] = (before, after)
             stats.layer_tokens[index:] = [after] * (self.n_layers - index)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -42,18 +44,20 @@ def visual_layout(
     for token, token_counts in counts_by_token.items():
         name = names.get(token, "image")
         where = torch.nonzero(flat_ids == token).flatten()  # (n,) row-major: (batch, sequence) order
-        bounds = torch.tensor([0, *token_counts], device=where.device).cumsum(0)  # (items + 1,)
+        bounds = list(itertools.accumulate(token_counts, initial=0))  # (items + 1,) python ints: no host read
         n_placeholders = where.numel()
-        fits = int((bounds[1:] <= n_placeholders).sum())  # items with enough placeholders left for them
-        first, last = where[bounds[:fits]], where[bounds[1 : fits + 1] - 1]  # (fits,) flat positions of their ends
-        split = (last - first + 1 != bounds[1 : fits + 1] - bounds[:fits]) | (first // width != last // width)
-        if bool(split.any()):
+        fits = bisect.bisect_right(bounds, n_placeholders) - 1  # items with enough placeholders left for them
+        lower = torch.tensor(bounds[:fits], device=where.device, dtype=torch.long)
+        upper = torch.tensor(bounds[1 : fits + 1], device=where.device, dtype=torch.long)
+        first, last = where[lower], where[upper - 1]  # (fits,) flat positions of each item's ends
+        split = (last - first + 1 != upper - lower) | (first // width != last // width)
+        if fits and bool(split.any()):
             row = int(first[split.nonzero()[0, 0]]) // width
             raise ConfigError(
                 f"row {row}: {name} placeholder tokens do not split into whole {name}s of {token_counts} tokens"
             )
-        if n_placeholders > int(bounds[-1]):
-            row = int(where[int(bounds[-1])]) // width
+        if n_placeholders > bounds[-1]:
+            row = int(where[bounds[-1]]) // width
             raise ConfigError(
                 f"row {row} has more {name} placeholder tokens than the {len(token_counts)} {name}(s) provide "
                 "features for"
@@ -77,12 +81,12 @@ def visual_layout(
     group_start = torch.cummax(torch.where(new_row, torch.arange(len(row_of), device=row_of.device), 0), 0).values
     local = torch.arange(len(row_of), device=row_of.device) - group_start  # item number within its row
     counts_sorted = torch.tensor(item_counts, device=first.device)[order]
-    offsets = torch.arange(int(counts_sorted.sum()), device=first.device) - torch.repeat_interleave(
+    offsets = torch.arange(sum(item_counts), device=first.device) - torch.repeat_interleave(
         torch.cumsum(counts_sorted, 0) - counts_sorted, counts_sorted
     )
     positions = torch.repeat_interleave(first_sorted, counts_sorted) + offsets  # every placeholder, item by item
     index[positions] = torch.repeat_interleave(local, counts_sorted)
-    order_list, rows = order.tolist(), row_of.tolist()
+    order_list, rows = torch.stack([order, row_of]).tolist()  # one host read for the batch
     return VisualLayout(
         index=index.view_as(input_ids),
         items=[keys[g] for g in order_list],

@@ -334,9 +334,11 @@ def unit_index(
     if not labels:
         return index
     visual = torch.isin(input_ids, torch.tensor(token_ids, device=input_ids.device))  # (B, N)
-    keys = torch.cat([torch.where(label >= 0, g * max_units + label, -1) for g, label in enumerate(labels)]).to(
-        input_ids.device
-    )  # matches input_ids[visual], which lists the items in (batch, sequence) order
+    device = input_ids.device
+    label_all = torch.cat(labels).to(device)  # matches input_ids[visual]: the items in (batch, sequence) order
+    lengths = torch.tensor([label.numel() for label in labels], device=device)
+    item_all = torch.repeat_interleave(torch.arange(len(labels), device=device), lengths)
+    keys = torch.where(label_all >= 0, item_all * max_units + label_all, -1)
     all_keys = torch.full_like(input_ids, -1)
     all_keys[visual] = keys
     valid = all_keys >= 0

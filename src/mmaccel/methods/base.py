@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from mmaccel.errors import ConfigError, NotSupportedError
-from mmaccel.ops.select import keep_count, topk_keep
+from mmaccel.ops.select import keep_count, topk_keep, topk_mask_in_groups
 
 if TYPE_CHECKING:
     from mmaccel.models.base import ModelAdapter
@@ -127,18 +127,54 @@ class LayerTokens:
 
 @dataclass
 class LayerReduction:
-    """Output of :meth:`TokenMethod.prune_layer` for a method that also inserts merged tokens (per row b).
+    """Output of :meth:`TokenMethod.prune_layer` for a method that also inserts merged tokens.
 
-    ``keep[b]`` (K_b,): kept positions of the layer's input. Merged token m of row b is ``weights[b][m] @
-    hidden[b]`` (weights (M_b, L)), placed right before input position ``before[b][m]`` (L for the end; several
-    merged tokens before the same position keep their order), and stands for input token ``source[b][m]``: its
-    image, and its RoPE position when positions are kept.
+    Batched form (the engine handles it without any per-row work): ``keep`` (B, L) bool, the kept tokens of the
+    layer's input; ``weights`` (B, M, L), ``before`` (B, M) long and ``source`` (B, M) long for M merged-token
+    slots, ``source`` -1 (and ``weights`` 0) in the slots a row does not use. Per-row form: ``keep[b]`` (K_b,) kept
+    positions, ``weights[b]`` (M_b, L), ``before[b]`` and ``source[b]`` (M_b,).
+
+    Merged token m of row b is ``weights[b][m] @ hidden[b]``, placed right before input position
+    ``before[b][m]`` (L for the end; several merged tokens before the same position keep their order), and stands
+    for input token ``source[b][m]``: its image, and its RoPE position when positions are kept.
     """
 
-    keep: list[torch.Tensor]
-    weights: list[torch.Tensor]
-    before: list[torch.Tensor]
-    source: list[torch.Tensor]
+    keep: torch.Tensor | list[torch.Tensor]
+    weights: torch.Tensor | list[torch.Tensor]
+    before: torch.Tensor | list[torch.Tensor]
+    source: torch.Tensor | list[torch.Tensor]
+
+    @property
+    def is_batched(self) -> bool:
+        return isinstance(self.keep, torch.Tensor)
+
+    def batched(self, length: int) -> LayerReduction:
+        """This reduction in the batched form, for a layer input of ``length`` tokens (per-row form: one pass
+        over the rows)."""
+        if isinstance(self.keep, torch.Tensor):
+            return self
+        assert isinstance(self.weights, list) and isinstance(self.before, list) and isinstance(self.source, list)
+        keep = keep_mask(self.keep, length)
+        device = keep.device
+        n_merged = max((w.shape[0] for w in self.weights), default=0)
+        dtype = self.weights[0].dtype if self.weights else torch.float32
+        weights = torch.zeros(len(self.keep), n_merged, length, dtype=dtype, device=device)
+        before = torch.zeros(len(self.keep), n_merged, dtype=torch.long, device=device)
+        source = torch.full((len(self.keep), n_merged), -1, dtype=torch.long, device=device)
+        for row, (row_weights, row_before, row_source) in enumerate(zip(self.weights, self.before, self.source)):
+            count = row_weights.shape[0]
+            weights[row, :count] = row_weights.to(device)
+            before[row, :count] = row_before.to(device)
+            source[row, :count] = row_source.to(device)
+        return LayerReduction(keep=keep, weights=weights, before=before, source=source)
+
+
+def keep_mask(rows: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Kept positions per row, each (K_b,), as a (B, L) bool mask (one pass over the rows)."""
+    mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device if rows else None)
+    for row, positions in enumerate(rows):
+        mask[row, positions.to(mask.device)] = True
+    return mask
 
 
 @dataclass
@@ -219,6 +255,13 @@ class TokenMethod:
         full = isinstance(self.budget, float) and self.budget >= 1.0
         return full and self.stage != Stage.FRAMES and self.keeps_all(1)
 
+    def keep_counts(self, counts: torch.Tensor) -> torch.Tensor:
+        """:meth:`keep_count` of every entry of ``counts`` (long, any shape; 0 stays 0), with one host read of the
+        distinct counts instead of one per entry."""
+        distinct = torch.unique(counts)  # sorted
+        kept = [self.keep_count(n) if n > 0 else 0 for n in distinct.tolist()]
+        return torch.tensor(kept, device=counts.device)[torch.searchsorted(distinct, counts)]
+
     # -- support: which model families this method runs on, and why not elsewhere ----------------------------------
     def unsupported_reason(self, adapter: ModelAdapter) -> str | None:
         """Why this method cannot run on ``adapter``'s model, or None when it can.
@@ -278,9 +321,10 @@ class TokenMethod:
         """Language-model layers at whose input this method prunes (in-LLM methods)."""
         return ()
 
-    def prune_layer(self, tokens: LayerTokens) -> list[torch.Tensor] | LayerReduction:
-        """Kept positions per row, each (L'_b,) sorted; text tokens must be kept unless the method merges them.
-        A method that inserts merged tokens returns a :class:`LayerReduction`."""
+    def prune_layer(self, tokens: LayerTokens) -> torch.Tensor | list[torch.Tensor] | LayerReduction:
+        """The kept tokens: a (B, L) bool mask (preferred: the engine then does no per-row work), or kept positions
+        per row, each (L'_b,) sorted. Text tokens must be kept unless the method merges them. A method that
+        inserts merged tokens returns a :class:`LayerReduction`."""
         raise NotImplementedError(f"{type(self).__name__} does not act at LLM_PREFILL")
 
     def tower_plan(self, n_blocks: int, n_tokens: int, cls_token: bool) -> dict[int, int]:
@@ -329,20 +373,22 @@ class ScorePruner(TokenMethod):
         keep = topk_keep(self.score_visual(tokens), self.keep_count(tokens.n_tokens))  # (I, k)
         return VisualReduction.select(tokens, keep)
 
-    def prune_layer(self, tokens: LayerTokens) -> list[torch.Tensor]:
+    def prune_layer(self, tokens: LayerTokens) -> torch.Tensor:
+        """(B, L) bool: every non-visual token, and the top ``keep_count(n)`` of each image's n visual tokens."""
         scores = self.score_layer(tokens)  # (B, L)
-        kept_rows = []
-        for row in range(tokens.hidden.shape[0]):
-            visual_index = tokens.visual_index[row]  # (L,)
-            kept = [torch.nonzero(visual_index < 0).flatten()]
-            for image in visual_index.unique().tolist():
-                if image < 0:
-                    continue
-                members = torch.nonzero(visual_index == image).flatten()  # (n_i,)
-                chosen = topk_keep(scores[row, members][None], self.keep_count(members.numel()))[0]
-                kept.append(members[chosen])
-            kept_rows.append(torch.cat(kept).sort().values)
-        return kept_rows
+        counts = image_counts(tokens.visual_index, tokens.entry_counts)  # (B, G) visual tokens of each image
+        return topk_mask_in_groups(scores, tokens.visual_index, self.keep_counts(counts))
+
+
+def image_counts(visual_index: torch.Tensor, entry_counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Visual tokens of each image in each row: visual_index (B, L) -> (B, G) long.
+
+    G is ``entry_counts.shape[1]`` (the images of the busiest row entering the language model) when given, else
+    read from ``visual_index`` (one host read).
+    """
+    n_images = entry_counts.shape[1] if entry_counts is not None else int(visual_index.max()) + 1
+    counts = visual_index.new_zeros(visual_index.shape[0], max(n_images, 1))
+    return counts.scatter_add_(1, visual_index.clamp(min=0), (visual_index >= 0).long())
 
 
 def check_positions(method: TokenMethod, value: str) -> None:

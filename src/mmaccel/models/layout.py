@@ -39,6 +39,7 @@ class TileLayout:
     grids: dict[int, tuple[int, int]]
     tower_units: int
     frames: dict[int, int] = field(default_factory=dict)
+    visual: int | None = None  # tokens that stand for patches, when the builder knows it (saves a host read)
 
     @property
     def n_tokens(self) -> int:
@@ -52,7 +53,9 @@ class TileLayout:
     @property
     def n_visual(self) -> int:
         """Tokens that stand for patches (the budgeted ones)."""
-        return int((self.unit >= 0).sum())
+        if self.visual is None:
+            self.visual = int((self.unit >= 0).sum())
+        return self.visual
 
     def frame_of(self, labels: torch.Tensor) -> torch.Tensor:
         """(n',) frame of each token given its unit ``labels`` (n',); -1 for structural tokens."""
@@ -134,6 +137,7 @@ def pooled_frame_layout(
         grids=dict.fromkeys(range(n_frames), pooled),
         tower_units=n_frames,
         frames={f: f for f in range(n_frames)},
+        visual=n_frames * per_frame,
     )
 
 
@@ -146,7 +150,11 @@ def grid_layout(height: int, width: int, extra_first: int = 0) -> TileLayout:
     n = extra_first + height * width
     patches = torch.arange(n, dtype=torch.long) - extra_first
     return TileLayout(
-        unit=torch.zeros(n, dtype=torch.long), patches=patches[:, None], grids={0: (height, width)}, tower_units=1
+        unit=torch.zeros(n, dtype=torch.long),
+        patches=patches[:, None],
+        grids={0: (height, width)},
+        tower_units=1,
+        visual=n,
     )
 
 
@@ -164,4 +172,5 @@ def frame_groups_layout(groups: int, height: int, width: int, video: bool) -> Ti
         grids=dict.fromkeys(range(groups), (height, width)),
         tower_units=groups,
         frames={g: g for g in range(groups)} if video else {},
+        visual=groups * per_group,
     )

@@ -86,7 +86,7 @@ class LlavaAdapter(ComposedModelAdapter):
         if modality != "image":
             raise NotSupportedError(f"{self.name} models take no {modality} input")
         height, width = self.patch_grid()
-        return [grid_layout(height, width, extra_first=int(self.cls_in_features())) for _ in range(n_items)]
+        return [grid_layout(height, width, extra_first=int(self.cls_in_features()))] * n_items  # one shared layout
 
     def encode_images(self, inputs: dict[str, Any]) -> Any:
         keys = ("pixel_values", "vision_feature_layer", "vision_feature_select_strategy", "image_sizes")

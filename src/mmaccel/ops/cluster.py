@@ -28,7 +28,9 @@ class Clusters:
 def dpc_knn(x: torch.Tensor, n_clusters: int) -> Clusters:
     """Cluster the N rows of ``x`` (N, D) into ``n_clusters`` and average each cluster.
 
-    - distances: d_ij = ||x_i - x_j|| / sqrt(D) (exact pairwise differences, float32);
+    - distances: d_ij = ||x_i - x_j|| / sqrt(D) in float32, from the pairwise differences (``torch.cdist`` without
+      the expanded form ||x_i||^2 + ||x_j||^2 - 2 x_i.x_j, whose cancellation loses precision between close
+      tokens); memory O(N^2), never an (N, N, D) tensor;
     - density: rho_i = exp(-mean of d_ij^2 over the ``n_clusters`` nearest j, i itself included);
     - delta_i = distance to the nearest denser token (the largest distance of all pairs for the densest);
     - centres: the ``n_clusters`` largest rho_i * delta_i; every token joins its nearest centre (a centre joins
@@ -42,7 +44,7 @@ def dpc_knn(x: torch.Tensor, n_clusters: int) -> Clusters:
     if not 1 <= n_clusters <= n_tokens:
         raise ValueError(f"n_clusters={n_clusters} must be in [1, {n_tokens}]")
     points = x.float()
-    dist = (points[:, None, :] - points[None, :, :]).norm(dim=-1) / dim**0.5  # (N, N)
+    dist = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist") / dim**0.5  # (N, N)
     nearest = torch.topk(dist, k=n_clusters, dim=-1, largest=False).values  # (N, k)
     density = (-(nearest**2).mean(dim=-1)).exp()  # (N,)
 
@@ -56,7 +58,7 @@ def dpc_knn(x: torch.Tensor, n_clusters: int) -> Clusters:
 
     assignment = dist[centres].argmin(dim=0)  # (N,) nearest centre, first on ties
     assignment[centres] = torch.arange(n_clusters, device=x.device)
-    members = torch.nn.functional.one_hot(assignment, n_clusters).T.to(points.dtype)  # (C, N)
+    members = points.new_zeros(n_clusters, n_tokens).scatter_(0, assignment[None], 1.0)  # (C, N) one-hot, no sync
     weights = members / (members.sum(dim=1, keepdim=True) + MERGE_EPS)  # (C, N)
     merged = (weights @ points).to(x.dtype)  # (C, D)
     return Clusters(merged=merged, centres=centres, assignment=assignment, weights=weights.to(x.dtype))

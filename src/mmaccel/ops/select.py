@@ -45,3 +45,25 @@ def topk_keep_in_groups(scores: torch.Tensor, groups: torch.Tensor, counts: dict
         chosen = topk_keep(scores[members][None], k)[0]
         kept.append(members[chosen])
     return torch.cat(kept).sort().values
+
+
+def topk_mask_in_groups(scores: torch.Tensor, groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Keep the top ``counts[b, g]`` tokens of each group g of each row b; tokens of group -1 are all kept.
+
+    scores: (B, L); groups: (B, L) long, -1 for tokens that are never pruned; counts: (B, G) long, tokens kept
+    per group (G above every group id). Returns (B, L) bool. Ties break toward the lower position, as
+    :func:`topk_keep` per group: one stable sort by score, then one stable sort by group, with no per-row loop.
+    """
+    length = scores.shape[-1]
+    by_score = torch.sort(scores, dim=-1, descending=True, stable=True).indices  # (B, L)
+    grouped = groups.gather(1, by_score)  # (B, L) group of each token in score order
+    by_group = torch.sort(grouped, dim=-1, stable=True)  # group ascending, then score descending
+    order = by_score.gather(1, by_group.indices)  # (B, L) positions
+    sorted_groups = by_group.values  # (B, L)
+    slot = torch.arange(length, device=scores.device).expand_as(sorted_groups)  # (B, L)
+    first = torch.ones_like(sorted_groups, dtype=torch.bool)
+    first[:, 1:] = sorted_groups[:, 1:] != sorted_groups[:, :-1]  # a group starts here
+    start = torch.where(first, slot, 0).cummax(dim=-1).values  # (B, L) slot where the token's group starts
+    limit = counts.gather(1, sorted_groups.clamp(min=0))  # (B, L)
+    chosen = (sorted_groups < 0) | (slot - start < limit)  # (B, L) in sorted order
+    return torch.zeros_like(chosen).scatter_(1, order, chosen)
