@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmaccel.engine.budget_check import record_budget, units_by_row
 from mmaccel.engine.context import SampleStats, TokenContext
 from mmaccel.engine.encoded import EncodedVisualStage
 from mmaccel.engine.hooks import HookSet
@@ -224,6 +225,7 @@ class Session:
         n_layers = self.adapter.num_text_layers()
         for row, row_stats in enumerate(stats):
             row_stats.layer_tokens = [int((index[row] >= 0).sum())] * n_layers
+        record_budget(self.method, context, units_by_row(layout.rows, layout.counts, batch))
         if self._layers is not None:
             self._layers.start(context, cache, index, mask2d, positions)
         self._sequence = sequence
@@ -258,6 +260,7 @@ class Session:
         n_layers = self.adapter.num_text_layers()
         for row, row_stats in enumerate(stats):
             row_stats.layer_tokens = [int((index[row] >= 0).sum())] * n_layers
+        record_budget(self.method, context, prefill.units)
         if self._layers is not None:
             self._layers.start(context, cache, index, prefill.attention_mask, prefill.position_ids)
         self._sequence = sequence

@@ -97,6 +97,7 @@ class TiledPrefill:
     shift: torch.Tensor | None  # (B,) when rebuilt
     keep: list[torch.Tensor] = field(default_factory=list)  # per image/video: sources
     groups: list[torch.Tensor] = field(default_factory=list)  # per image/video: groups
+    units: list[list[int]] = field(default_factory=list)  # per row: patch tokens of each tile or frame (budget units)
 
 
 @dataclass
@@ -258,7 +259,7 @@ class TiledStage:
             kwargs["position_ids"] = positions
             kwargs["mm_encoder_outputs"] = encoder_outputs
 
-        index, images, visual_in, visual_out = self._unit_index(input_ids, runs, token_ids)
+        index, images, visual_in, visual_out, units = self._unit_index(input_ids, runs, token_ids)
         return TiledPrefill(
             kwargs=kwargs,
             visual_index=index,
@@ -271,6 +272,7 @@ class TiledStage:
             shift=shift,
             keep=keep,
             groups=groups,
+            units=units,
         )
 
     def _encode(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -397,12 +399,14 @@ class TiledStage:
     # -- visual index and counts -----------------------------------------------------------------------------------
     @staticmethod
     def _unit_index(input_ids: torch.Tensor, runs, token_ids: dict[str, int]):
-        """(B, N) unit number within the row (-1 for text, padding and structural tokens), images per row, and
-        visual (non-structural) tokens per row before and after reduction."""
+        """(B, N) unit number within the row (-1 for text, padding and structural tokens), images per row,
+        visual (non-structural) tokens per row before and after reduction, and per row the patch tokens of each
+        unit (tile or frame)."""
         batch = input_ids.shape[0]
         keys = torch.full_like(input_ids, -1)
         images = [0] * batch
         visual_in, visual_out = [0] * batch, [0] * batch
+        units: list[list[int]] = [[] for _ in range(batch)]
         modality_offset = 0
         for modality, (layouts, reduced) in runs.items():
             labels = [r.labels for r in reduced] if reduced is not None else [lay.unit for lay in layouts]
@@ -418,6 +422,7 @@ class TiledStage:
                     keys[row, span] = torch.where(label >= 0, key, -1)
                     images[row] += 1
                     visual_in[row] += layouts[run].n_visual
+                    units[row] += [int((layouts[run].unit == unit).sum()) for unit in layouts[run].grids]
                     visual_out[row] += reduced[run].visual_out if reduced is not None else layouts[run].n_visual
                     offset += label.numel()
                     run += 1
@@ -427,7 +432,7 @@ class TiledStage:
             real = keys[row] >= 0
             if real.any():
                 index[row, real] = torch.unique(keys[row, real], return_inverse=True)[1]
-        return index, images, visual_in, visual_out
+        return index, images, visual_in, visual_out, units
 
 
 def _at_patches(capture: torch.Tensor, patches: torch.Tensor, axis: int) -> torch.Tensor:

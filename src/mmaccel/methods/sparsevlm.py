@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import functools
-import logging
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from mmaccel.errors import ConfigError
-from mmaccel.methods.base import LayerReduction, LayerTokens, Needs, Stage, TokenMethod, check_positions
+from mmaccel.methods.base import LayerReduction, LayerTokens, Needs, Stage, TokenMethod, check_positions, layer_average
 from mmaccel.methods.registry import register_method
 from mmaccel.ops.cluster import dpc_knn
 from mmaccel.ops.select import topk_keep
@@ -18,10 +18,9 @@ from mmaccel.ops.select import topk_keep
 if TYPE_CHECKING:
     from mmaccel.models.base import ModelAdapter
 
-log = logging.getLogger(__name__)
-
 REFERENCE_LAYERS = (2, 6, 15)
 REFERENCE_IMAGE_TOKENS = 576
+REFERENCE_DEPTH = 32  # LLaVA-1.5-7B, whose "Equal Tokens" the tables are tuned to
 # Visual tokens kept at layers 2, 6 and 15 for the budgets of the paper tables (score.py, sparse_token_list_*).
 REFERENCE_SCHEDULES = {
     "1.5": {192: (300, 200, 110), 128: (303, 110, 36), 96: (238, 48, 26), 64: (66, 30, 17)},
@@ -29,6 +28,8 @@ REFERENCE_SCHEDULES = {
 }
 RECYCLE_FRACTION = 0.3  # the highest-scoring 30 % (+1) of the pruned tokens are recycled
 CLUSTER_DIVISOR = 10  # into int(recycled / 10) + 1 clusters
+PATH_STEPS = 256  # schedules tried per leg of the path through the reference tables
+RHO_STEPS = 4096  # decay rates tried on other geometries
 
 
 def recycled_count(n_pruned: int) -> int:
@@ -47,33 +48,64 @@ def simulate(n_tokens: int, n_layers: int, layers: tuple[int, ...], counts: tupl
     return plan
 
 
+def equal_tokens(plan: list[int]) -> float:
+    """The reference log's "Equal Tokens" of a plan: the layer average with every layer counted after the
+    pruning its attention scores (the tokens entering the next layer; the last layer its own)."""
+    return layer_average(plan, "after_pruning")
+
+
+def schedule_path(n_tokens: int, layers: tuple[int, ...], version: str) -> list[tuple[int, ...]]:
+    """Candidate schedules (counts kept after each of ``layers``), from the fewest tokens to the most.
+
+    On the reference geometry (576 tokens, layers 2, 6, 15) the path runs through the reference tables: from
+    one token per stage through the 64, 96, 128 and 192 entries to n - 1, each leg first lowering the counts
+    the next entry has fewer of (a table entry can keep fewer tokens at one stage than the entry below it:
+    v1.5 128 -> 192 at layer 2, v2.0 96 -> 128), then raising the others, linearly. Elsewhere it is
+    round(n * rho^i) for rho in (0, 1], every count growing with rho.
+    """
+    if n_tokens == REFERENCE_IMAGE_TOKENS and layers == REFERENCE_LAYERS:
+        table = REFERENCE_SCHEDULES[version]
+        anchors = [(1,) * len(layers), *(table[b] for b in sorted(table)), (n_tokens - 1,) * len(layers)]
+        path = [anchors[0]]
+        for start, end in itertools.pairwise(anchors):
+            lowered = tuple(min(a, b) for a, b in zip(start, end))
+            for leg_start, leg_end in ((start, lowered), (lowered, end)):
+                for step in range(1, PATH_STEPS + 1):
+                    t = step / PATH_STEPS
+                    point = tuple(round(a + t * (b - a)) for a, b in zip(leg_start, leg_end))
+                    if point != path[-1]:
+                        path.append(point)
+        return path
+    path = []
+    for step in range(1, RHO_STEPS + 1):
+        rho = step / RHO_STEPS
+        point = tuple(max(1, round(n_tokens * rho ** (i + 1))) for i in range(len(layers)))
+        if not path or point != path[-1]:
+            path.append(point)
+    return path
+
+
 @functools.lru_cache(maxsize=256)
 def solve_schedule(
-    n_tokens: int, n_layers: int, layers: tuple[int, ...], target: float, recycle: bool
+    n_tokens: int, n_layers: int, layers: tuple[int, ...], target: float, recycle: bool, version: str = "1.5"
 ) -> tuple[int, ...]:
-    """Counts round(n * rho^i), rho chosen so the layer-averaged visual tokens come closest to ``target``,
-    recycled tokens included (the smallest such rho on ties). Plans that leave an image no token are skipped."""
+    """The schedule on :func:`schedule_path` whose "Equal Tokens" (recycled tokens included) come closest to
+    ``target``, the first one on ties. Schedules that leave an image no token, and those that average fewer
+    tokens than an earlier one (a leg lowering counts), are skipped, so the chosen point, and with it every
+    layer's count, never decreases as ``target`` grows, but where the reference tables themselves decrease."""
     best: tuple[float, tuple[int, ...]] | None = None
-    for step in range(1, 4097):
-        rho = step / 4096
-        counts = tuple(max(1, round(n_tokens * rho ** (i + 1))) for i in range(len(layers)))
+    highest = -1.0
+    for counts in schedule_path(n_tokens, layers, version):
         plan = simulate(n_tokens, n_layers, layers, counts, recycle)
-        if min(plan) < 1:
+        average = equal_tokens(plan)
+        if min(plan) < 1 or average < highest:
             continue
-        error = abs(sum(plan) / n_layers - target)
+        highest = average
+        error = abs(average - target)
         if best is None or error < best[0]:
             best = (error, counts)
     if best is None:
         raise ConfigError(f"sparsevlm: {len(layers)} pruning layers cannot keep a {n_tokens}-token image alive")
-    if best[0] > max(1.0, 0.05 * target):
-        log.warning(
-            "sparsevlm: a layer average of %.1f visual tokens is out of reach when pruning after layers %s of %d; "
-            "the closest plan averages %.1f",
-            target,
-            layers,
-            n_layers,
-            sum(simulate(n_tokens, n_layers, layers, best[1], recycle)) / n_layers,
-        )
     return best[1]
 
 
@@ -98,12 +130,16 @@ class SparseVLM(TokenMethod):
     rotated to the tokens' positions, / sqrt(d)), the ``priority_heads`` heads with the largest rater-to-image
     attention are averaged, nothing is recycled and original positions are kept.
 
-    Budget: the layer-averaged visual tokens per image (the convention of the paper tables). For 576-token
-    images at layers (2, 6, 15) and a budget of 192, 128, 96 or 64, the per-layer counts are the reference
-    tables (v1.5 192: 300, 200, 110; a processed layer average of 206.5 on 32 layers, recycled tokens counted,
-    where the reference's comment counts 191); otherwise counts round(n rho^i) with rho chosen so that the
-    layer average (recycled tokens counted) is closest to the budget. ``schedule`` sets the counts directly.
-    Stats report ``equivalent_tokens`` (the processed layer average) and ``llm_input_tokens`` (all of them).
+    Budget: the layer-averaged visual tokens per image in the reference log's "Equal Tokens" convention, every
+    layer counted after the pruning its attention scores (layer l holds the tokens entering l + 1; recycled
+    tokens counted; docs/budgets.md). For 576-token images at layers (2, 6, 15) of a 32-layer model, a budget
+    of 192, 128, 96 or 64 gives the reference tables (v1.5: Equal Tokens 192.0, 128.6, 96.9, 64.8; the tokens
+    the layers process average 206.5, 145.4, 114.1, 82.2). Other budgets take the schedule closest to them on a
+    path through the table entries (576 tokens at layers 2, 6, 15, any depth) or, elsewhere, on round(n rho^i)
+    for rho in (0, 1]; every layer's count grows with the budget, except between the table entries that keep
+    fewer tokens at layer 2 than the entry below them (v1.5 128 -> 192: 303 -> 300; v2.0 96 -> 128: 246 -> 238).
+    ``schedule`` sets the counts directly. Stats report ``achieved_tokens`` (Equal Tokens), ``equivalent_tokens``
+    (the processed layer average) and ``llm_input_tokens`` (all of them).
 
     Paper: "SparseVLM: Visual Token Sparsification for Efficient Vision-Language Model Inference", arXiv
     2410.04417 (ICML 2025); SparseVLM+ is the repository's v2.0.
@@ -122,11 +158,15 @@ class SparseVLM(TokenMethod):
       above the mean uses all its text tokens; a row with no text after its image uses its last token.
     - v2.0 picks priority heads per image (the reference: over its one image, batch 0).
     - Budgets other than the table entries get a solved schedule (the reference accepts only 192/128/96/64).
+    - The tables apply as they are only on 32 layers, the depth their Equal Tokens are tuned to; on other
+      depths (LLaVA-1.5-13B: 40) the budget is solved on the same path (the reference reuses the 7B tables,
+      whose 192 entry averages 176.5 Equal Tokens on 40 layers); ``schedule=(300, 200, 110)`` runs them as is.
     """
 
     stage = Stage.LLM_PREFILL
     needs = Needs(llm_attention_rows=True, llm_query_tokens=True)
     has_positions_option = True
+    budget_convention = "after_pruning"
 
     version: str = "1.5"
     layers: tuple[int, ...] | None = None  # default: (2, 6, 15), scaled to models of fewer than 17 layers
@@ -194,11 +234,11 @@ class SparseVLM(TokenMethod):
             return self.schedule
         table = REFERENCE_SCHEDULES[self.version]
         layers = self.pruning_after(n_layers)
-        reference = n_tokens == REFERENCE_IMAGE_TOKENS and layers == REFERENCE_LAYERS
+        reference = n_tokens == REFERENCE_IMAGE_TOKENS and layers == REFERENCE_LAYERS and n_layers == REFERENCE_DEPTH
         if reference and isinstance(self.budget, int) and self.budget in table:
             return table[self.budget]
-        target = self.budget * n_tokens if isinstance(self.budget, float) else float(self.budget)
-        return solve_schedule(n_tokens, n_layers, layers, target, bool(self.recycle))
+        target = self.budget_tokens(n_tokens)
+        return solve_schedule(n_tokens, n_layers, layers, target, bool(self.recycle), self.version)
 
     def layer_plan(self, n_tokens: int, n_layers: int) -> list[int]:
         """Visual tokens of one image of ``n_tokens`` that each decoder layer processes in prefill."""
@@ -209,6 +249,15 @@ class SparseVLM(TokenMethod):
 
     def prune_layers(self, n_layers: int) -> tuple[int, ...]:
         return tuple(layer + 1 for layer in self.pruning_after(n_layers))
+
+    def requested_tokens(self, n_tokens: int, n_layers: int) -> float | None:
+        """The budget itself: an "Equal Tokens" layer average (None when ``schedule`` sets the counts)."""
+        if self.schedule is not None:
+            return None
+        return float(n_tokens) if self.keeps_all(n_tokens) else self.budget_tokens(n_tokens)
+
+    def planned_layer_tokens(self, n_tokens: int, n_layers: int) -> list[int] | None:
+        return self.layer_plan(n_tokens, n_layers)
 
     # -- raters ---------------------------------------------------------------------------------------------------
     def select_queries(self, tokens: LayerTokens) -> torch.Tensor:
