@@ -15,12 +15,12 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 import mmaccel
+from mmaccel.engine.budget_check import record_budget
+from mmaccel.engine.context import SampleStats, TokenContext
 from mmaccel.engine.layers import LayerStage
 from mmaccel.errors import ConfigError
 from mmaccel.methods import LayerTokens, SparseVLM, Stage, TokenMethod
 from mmaccel.methods.base import LayerReduction
-from mmaccel.engine.budget_check import record_budget
-from mmaccel.engine.context import SampleStats, TokenContext
 from mmaccel.methods.sparsevlm import REFERENCE_SCHEDULES, equal_tokens
 from tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, batch_inputs, prompt_ids, single_inputs, tiny_llava
 
