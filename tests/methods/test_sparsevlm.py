@@ -15,11 +15,13 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 import mmaccel
+from mmaccel.engine.budget_check import record_budget
+from mmaccel.engine.context import SampleStats, TokenContext
 from mmaccel.engine.layers import LayerStage
 from mmaccel.errors import ConfigError
 from mmaccel.methods import LayerTokens, SparseVLM, Stage, TokenMethod
 from mmaccel.methods.base import LayerReduction
-from mmaccel.methods.sparsevlm import REFERENCE_SCHEDULES
+from mmaccel.methods.sparsevlm import REFERENCE_SCHEDULES, equal_tokens
 from tests.tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, batch_inputs, prompt_ids, single_inputs, tiny_llava
 
 # -- the reference, re-computed ----------------------------------------------------------------------------------
@@ -315,14 +317,53 @@ def test_reference_tables_and_solved_budgets():
     for budget in (100, 0.3, 80):
         method = SparseVLM(budget=budget)
         target = budget * 576 if isinstance(budget, float) else budget
-        assert sum(method.layer_plan(576, 32)) / 32 == pytest.approx(target, abs=1.0)
+        assert equal_tokens(method.layer_plan(576, 32)) == pytest.approx(target, abs=0.5)
 
 
-def test_unreachable_budget_warns_and_gets_the_closest_plan(caplog):
-    # Layers 0-2 process all 576 tokens, so no plan averages below 54 on 32 layers.
-    plan = SparseVLM(budget=40).layer_plan(576, 32)
+def test_table_entries_are_their_budgets_in_equal_tokens():
+    # The reference log's "Equal Tokens": every layer counted after the pruning its attention scores.
+    averages = [equal_tokens(SparseVLM(budget=b).layer_plan(576, 32)) for b in (192, 128, 96, 64)]
+    assert [round(a, 1) for a in averages] == [192.0, 128.6, 96.9, 64.8]
+    processed = [sum(SparseVLM(budget=b).layer_plan(576, 32)) / 32 for b in (192, 128, 96, 64)]
+    assert [round(a, 1) for a in processed] == [206.5, 145.4, 114.1, 82.2]
+    assert SparseVLM(budget=192).requested_tokens(576, 32) == 192.0
+
+
+@pytest.mark.parametrize("version", ["1.5", "2.0"])
+def test_more_budget_never_keeps_fewer_tokens_on_the_reference_geometry(version):
+    # Budgets 60..200 cross the 64, 96, 128 and 192 table entries and the solved schedules between them.
+    table = REFERENCE_SCHEDULES[version]
+    previous = None
+    for budget in range(60, 201):
+        plan = SparseVLM(budget=budget, version=version).layer_plan(576, 32)
+        if previous is not None:
+            lower = [layer for layer in range(32) if plan[layer] < previous[layer]]
+            # Only where the official tables themselves keep fewer tokens at a larger budget: after layer 2,
+            # v1.5 128 (303) -> 192 (300), v2.0 96 (246) -> 128 (238); nowhere else, by no more than that.
+            if lower:
+                assert budget - 1 in table and lower == [3, 4, 5, 6], (budget, lower)
+                assert previous[3] - plan[3] <= {"1.5": 3, "2.0": 8}[version]
+        previous = plan
+    # the report's example: 63, 64 and 65 used to keep 2, 18 and 2 tokens in the last 16 layers
+    assert [SparseVLM(budget=b).layer_plan(576, 32)[-1] for b in (63, 64, 65)] == [17, 18, 18]
+
+
+def test_table_applies_only_at_the_depth_it_was_tuned_for():
+    # On 40 layers (LLaVA-1.5-13B) the 192 entry averages 176 Equal Tokens; the budget is solved instead.
+    assert equal_tokens(SparseVLM(schedule=(300, 200, 110)).layer_plan(576, 40)) == pytest.approx(176.5, abs=0.5)
+    assert equal_tokens(SparseVLM(budget=192).layer_plan(576, 40)) == pytest.approx(192, abs=0.5)
+
+
+def test_unreachable_budget_gets_the_closest_plan_and_a_warning(caplog):
+    # Layers 0-2 keep all 576 tokens and recycling keeps 18 after layer 2: no plan averages below 40 on 32 layers.
+    method = SparseVLM(budget=30)
+    plan = method.layer_plan(576, 32)
     assert plan[:3] == [576] * 3 and min(plan) >= 1
-    assert "out of reach" in caplog.text
+    assert equal_tokens(plan) == pytest.approx(40.0)
+    context = TokenContext(stats=[SampleStats(images=1, visual_tokens=576, layer_tokens=[576] * 32)])
+    record_budget(method, context, [[576]])
+    assert context.stats[0].requested_tokens == 30.0
+    assert "asks for 30.0 visual tokens per layer on average and gets 40.0" in caplog.text
 
 
 @pytest.mark.parametrize(

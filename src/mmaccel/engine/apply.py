@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmaccel.engine.budget_check import record_budget
 from mmaccel.engine.context import TokenContext
 from mmaccel.engine.hooks import HookSet
 from mmaccel.engine.layers import LayerStage, positions_mode
@@ -199,6 +200,7 @@ class Session:
         n_layers = self.adapter.num_text_layers()
         for row_stats, n_visual in zip(context.stats, (prefill.visual_index >= 0).sum(-1).tolist()):
             row_stats.layer_tokens = [n_visual] * n_layers
+        record_budget(self.method, context, prefill.units)
         if self._layers is not None:
             self._layers.start(context, cache, prefill.visual_index, prefill.attention_mask, prefill.position_ids)
         self._sequence = sequence

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmaccel.methods.base import LayerReduction
+from mmaccel.methods.base import LayerReduction, layer_average
 
 if TYPE_CHECKING:
     from mmaccel.ops.flops import ModelShape
@@ -23,6 +23,9 @@ class SampleStats:
     ``tower_tokens`` (methods inside the vision tower) the tokens of one image entering each vision block, then
     leaving the tower (CLS included; the same for every image): block i's attention runs on ``tower_tokens[i]``
     tokens and its MLP on ``tower_tokens[i + 1]``.
+
+    ``requested_tokens`` is the layer average of visual tokens the method's budget asks for on this sample, and
+    ``achieved_tokens`` what it got, both counted by ``budget_convention`` (:mod:`mmaccel.engine.budget_check`).
     """
 
     images: int
@@ -30,6 +33,8 @@ class SampleStats:
     stages: dict[str, tuple[int, int]] = field(default_factory=dict)
     layer_tokens: list[int] = field(default_factory=list)
     tower_tokens: list[int] = field(default_factory=list)
+    requested_tokens: float | None = None  # None: no budget sets the count (adaptive methods)
+    budget_convention: str = "processed"  # or "after_pruning" (SparseVLM's "Equal Tokens")
 
     @property
     def llm_input_tokens(self) -> int:
@@ -40,6 +45,14 @@ class SampleStats:
     def equivalent_tokens(self) -> float:
         """Layer-averaged visual tokens (the budget convention of SparseVLM's tables)."""
         return sum(self.layer_tokens) / len(self.layer_tokens) if self.layer_tokens else float(self.visual_tokens)
+
+    @property
+    def achieved_tokens(self) -> float:
+        """Layer-averaged visual tokens counted as the budget counts them: ``equivalent_tokens``, or with
+        ``budget_convention="after_pruning"`` each layer's tokens after the pruning its attention scores."""
+        if not self.layer_tokens:
+            return float(self.visual_tokens)
+        return layer_average(self.layer_tokens, self.budget_convention)
 
     @property
     def projected_tokens(self) -> int:
@@ -65,6 +78,8 @@ class SampleStats:
             "visual_tokens": self.visual_tokens,
             "llm_input_tokens": self.llm_input_tokens,
             "equivalent_tokens": self.equivalent_tokens,
+            "requested_tokens": self.requested_tokens,
+            "achieved_tokens": self.achieved_tokens,
             "stages": {name: list(value) for name, value in self.stages.items()},
             "layer_tokens": list(self.layer_tokens),
             "tower_tokens": list(self.tower_tokens),

@@ -70,6 +70,7 @@ class VisualPrefill:
     position_ids: torch.Tensor  # (B, N'), or (3, B, N') on M-RoPE models
     rebuilt: bool  # whether the prompt was rebuilt
     shift: torch.Tensor | None  # (B,) original minus new position of each row's last token, when rebuilt
+    units: list[list[int]]  # per row: the tokens of each unit (image, tile, frame) its budget applies to
 
 
 class VisualStage:
@@ -222,7 +223,10 @@ class VisualStage:
         labels = [run.labels if run is not None else layout.unit for run, layout in zip(runs, layouts)]
         max_units = max((layout.tower_units for layout in layouts), default=1)
         index = unit_index(input_ids, tuple(counts), labels, max_units)
-        return VisualPrefill(kwargs, context, index, mask2d, positions, rebuilt, shift)
+        units: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+        for row, layout in zip(items.rows, layouts):
+            units[row] += layout.unit_sizes()
+        return VisualPrefill(kwargs, context, index, mask2d, positions, rebuilt, shift, units)
 
     def _encode(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Replace raw inputs by the model's own encoder output (encoded here, with the session's hooks active)."""

@@ -195,6 +195,8 @@ SUMMARY_FIELDS: dict[str, tuple[str, ...]] = {
     "visual_tokens": ("tokens", "visual_tokens"),
     "llm_input_tokens": ("tokens", "llm_input_tokens"),
     "equivalent_tokens": ("tokens", "equivalent_tokens"),
+    "requested_tokens": ("tokens", "requested_tokens"),
+    "achieved_tokens": ("tokens", "achieved_tokens"),
     "text_tokens": ("text_tokens",),
     "new_tokens": ("new_tokens",),
     "prefill_flops": ("prefill_flops",),

@@ -2,10 +2,12 @@
 
 Tables: accuracy (method x budget x benchmark, with the percentage of the unmodified model) and efficiency
 (per method and budget, averaged over the benchmarks: visual tokens entering the LLM, layer-averaged tokens,
-analytic prefill FLOPs, KV-cache bytes, measured prefill and decode time, peak memory). Plots (matplotlib, Agg
-backend, no display needed): accuracy against layer-averaged visual tokens per benchmark, relative accuracy
-against measured prefill time (the Pareto view), and per-question-type breakdowns where a benchmark's metrics
-have them (MME subtasks, VQAv2 answer types, GQA binary/open, POPE splits).
+the layer average the budget requested and the one achieved, analytic prefill FLOPs, KV-cache bytes, measured
+prefill and decode time, peak memory). A budget whose achieved tokens are more than 5 % off its request, or
+that gives the same tokens as another budget of the method, is marked ``*`` in both tables, with a note.
+Plots (matplotlib, Agg backend, no display needed): accuracy against layer-averaged visual tokens per
+benchmark, relative accuracy against measured prefill time (the Pareto view), and per-question-type breakdowns
+where a benchmark's metrics have them (MME subtasks, VQAv2 answer types, GQA binary/open, POPE splits).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mmaccel.engine.budget_check import TOLERANCE, off_budget
 from mmaccel.eval.config import BASELINE, budget_label
 
 __all__ = ["breakdown", "write_report"]
@@ -81,6 +84,7 @@ def accuracy_table(results: list[dict[str, Any]]) -> list[list[str]]:
     benchmarks = list(dict.fromkeys(run["benchmark"] for run in results))
     index = {(r["benchmark"], r["method"], budget_label(r["budget"])): r for r in results}
     base = baseline_values(results)
+    marks = budget_notes(results) if all("efficiency" in r for r in results) else {}
     rows = [["method", "budget", *benchmarks, "mean % of base"]]
     for method, budget in _configs(results):
         cells, relative = [], []
@@ -94,7 +98,8 @@ def accuracy_table(results: list[dict[str, Any]]) -> list[list[str]]:
                 relative.append(100 * run["value"] / base[benchmark])
                 text += f" ({relative[-1]:.0f}%)"
             cells.append(text)
-        rows.append([method, budget_label(budget), *cells, _fmt(_mean(relative), ".1f")])
+        mark = " *" if (method, budget_label(budget)) in marks else ""
+        rows.append([method, budget_label(budget) + mark, *cells, _fmt(_mean(relative), ".1f")])
     return rows
 
 
@@ -112,6 +117,8 @@ def efficiency_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "budget": budget_label(budget),
             "llm_tokens": _mean([_eff(r, "llm_input_tokens") for r in runs]),
             "equivalent_tokens": _mean([_eff(r, "equivalent_tokens") for r in runs]),
+            "requested_tokens": _mean([_eff(r, "requested_tokens") for r in runs]),
+            "achieved_tokens": _mean([_eff(r, "achieved_tokens") for r in runs]),
             "prefill_gflops": _mean([(_eff(r, "prefill_flops") or 0) / 1e9 for r in runs]),
             "kv_kib": _mean([(_eff(r, "kv_bytes") or 0) / 1024 for r in runs]),
             "prefill_ms": _mean([_eff(r, "prefill_ms_per_sample", "median") for r in runs]),
@@ -124,7 +131,8 @@ def efficiency_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 EFFICIENCY_COLUMNS = (
     ("method", "method", "s"), ("budget", "budget", "s"), ("LLM visual tokens", "llm_tokens", ".1f"),
-    ("layer-avg tokens", "equivalent_tokens", ".1f"), ("prefill GFLOPs", "prefill_gflops", ".3f"),
+    ("layer-avg tokens", "equivalent_tokens", ".1f"), ("requested tokens", "requested_tokens", ".1f"),
+    ("achieved tokens", "achieved_tokens", ".1f"), ("prefill GFLOPs", "prefill_gflops", ".3f"),
     ("KV KiB", "kv_kib", ".1f"), ("prefill ms/sample", "prefill_ms", ".2f"), ("decode ms/token", "decode_ms", ".2f"),
     ("peak MiB", "peak_mib", ".0f"), ("accuracy % of base", "relative_accuracy", ".1f"),
 )  # fmt: skip
@@ -132,9 +140,41 @@ EFFICIENCY_COLUMNS = (
 
 def efficiency_table(results: list[dict[str, Any]]) -> list[list[str]]:
     table = [[title for title, _, _ in EFFICIENCY_COLUMNS]]
+    marks = budget_notes(results)
     for row in efficiency_rows(results):
-        table.append([row[key] if spec == "s" else _fmt(row[key], spec) for _, key, spec in EFFICIENCY_COLUMNS])
+        cells = [row[key] if spec == "s" else _fmt(row[key], spec) for _, key, spec in EFFICIENCY_COLUMNS]
+        cells[1] += " *" if (row["method"], row["budget"]) in marks else ""
+        table.append(cells)
     return table
+
+
+def budget_notes(results: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(method, budget label) -> why the row is marked: its mean achieved layer-averaged visual tokens are
+    more than 5 % off the mean request (both numbers), or equal another budget's of the same method."""
+    rows = [row for row in efficiency_rows(results) if row["method"] != BASELINE]
+    notes: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in rows:
+        requested, achieved = row["requested_tokens"], row["achieved_tokens"]
+        if achieved is not None and off_budget(requested, achieved):
+            notes[(row["method"], row["budget"])].append(
+                f"asks for {requested:.1f} layer-averaged visual tokens and gets {achieved:.1f} "
+                f"({100 * (achieved - requested) / requested:+.1f} %, more than {100 * TOLERANCE:.0f} % off)"
+            )
+        same = [
+            other["budget"]
+            for other in rows
+            if other is not row
+            and other["method"] == row["method"]
+            and other["achieved_tokens"] is not None
+            and (other["achieved_tokens"], other["llm_tokens"]) == (achieved, row["llm_tokens"])
+        ]
+        if same:
+            notes[(row["method"], row["budget"])].append(f"the same tokens as budget {', '.join(same)}")
+    return {key: "; ".join(parts) for key, parts in notes.items()}
+
+
+def _budget_footnotes(results: list[dict[str, Any]]) -> list[str]:
+    return [f"\\* {method} {budget}: {note}." for (method, budget), note in budget_notes(results).items()]
 
 
 def _markdown(table: list[list[str]]) -> str:
@@ -241,6 +281,7 @@ def write_report(out: str | Path, results: list[dict[str, Any]] | None = None) -
     env = json.loads(environment.read_text(encoding="utf-8")) if environment.is_file() else {}
     plots = _plots(results, out / "plots")
     accuracy, efficiency = accuracy_table(results), efficiency_table(results)
+    footnotes = _budget_footnotes(results)
     device = f"{env.get('device', '?')} ({env.get('device_name', '')}), torch threads {env.get('torch_threads', '?')}"
     intro = (
         f"Device: {device}; processes: {env.get('processes', 1)}; torch {env.get('torch', '?')}, transformers "
@@ -248,10 +289,13 @@ def write_report(out: str | Path, results: list[dict[str, Any]] | None = None) -
         "(percentage of the unmodified model). Efficiency: means over samples, times are medians over batches "
         "divided by the batch size; FLOPs are analytic (vision tower, projector, decoder, LM head)."
     )
-    markdown = ["# mmaccel eval report", "", intro, "", "## Accuracy", "", _markdown(accuracy), "",
-                "## Efficiency (mean over benchmarks)", "", _markdown(efficiency), "", "## Plots", ""]  # fmt: skip
+    notes = "\n".join(footnotes) + "\n" if footnotes else ""
+    markdown = ["# mmaccel eval report", "", intro, "", "## Accuracy", "", _markdown(accuracy), "", notes,
+                "## Efficiency (mean over benchmarks)", "", _markdown(efficiency), "", notes,
+                "## Plots", ""]  # fmt: skip
     markdown += [f"### {title}\n\n![{title}]({path})\n" for title, path in plots]
     (out / "report.md").write_text("\n".join(markdown) + "\n", encoding="utf-8")
+    html_notes = "".join(f"<p>{html.escape(note.replace(chr(92), ''))}</p>" for note in footnotes)
     figures = "".join(
         f"<h3>{html.escape(t)}</h3><img src='{html.escape(p)}' alt='{html.escape(t)}'>" for t, p in plots
     )
@@ -260,7 +304,8 @@ def write_report(out: str | Path, results: list[dict[str, Any]] | None = None) -
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}</style></head><body>"
         f"<h1>mmaccel eval report</h1><p>{html.escape(intro)}</p><h2>Accuracy</h2>{_html_table(accuracy)}"
-        f"<h2>Efficiency (mean over benchmarks)</h2>{_html_table(efficiency)}<h2>Plots</h2>{figures}</body></html>"
+        f"{html_notes}<h2>Efficiency (mean over benchmarks)</h2>{_html_table(efficiency)}{html_notes}"
+        f"<h2>Plots</h2>{figures}</body></html>"
     )
     (out / "report.html").write_text(page, encoding="utf-8")
     log.info("report: %s", out / "report.md")

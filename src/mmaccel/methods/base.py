@@ -14,6 +14,7 @@ hook of its stage and never asks which model it runs on: the engine hands it ten
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, ClassVar
 
@@ -24,6 +25,9 @@ from mmaccel.ops.select import keep_count, topk_keep, topk_mask_in_groups
 
 if TYPE_CHECKING:
     from mmaccel.models.base import ModelAdapter
+
+
+BUDGET_CONVENTIONS = ("processed", "after_pruning")  # how a layer average of visual tokens is counted
 
 
 class Stage(enum.Flag):
@@ -204,6 +208,20 @@ class BlockReduction:
     source: torch.Tensor  # (I, N') long: input token each output token continues, -1 for a new token
 
 
+def layer_average(layer_tokens: Sequence[int], convention: str) -> float:
+    """Mean visual tokens per decoder layer of ``layer_tokens`` (the tokens each layer processes).
+
+    ``"processed"``: the plain mean. ``"after_pruning"`` (SparseVLM's "Equal Tokens"): layer l counts the tokens
+    left after the pruning its attention scores, i.e. those entering layer l + 1; the last layer its own.
+    """
+    if convention not in BUDGET_CONVENTIONS:
+        raise ValueError(f"convention={convention!r} is not allowed; use one of {', '.join(BUDGET_CONVENTIONS)}")
+    if not layer_tokens:
+        raise ValueError("layer_tokens is empty")
+    counts = list(layer_tokens) if convention == "processed" else [*layer_tokens[1:], layer_tokens[-1]]
+    return sum(counts) / len(counts)
+
+
 def _check_budget(budget: object) -> None:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise ConfigError(f"budget must be an int (tokens kept per image) or a float in (0, 1], got {budget!r}")
@@ -227,6 +245,10 @@ class TokenMethod:
     stage: ClassVar[Stage] = Stage.VISUAL_OUTPUT
     needs: ClassVar[Needs] = Needs()
     has_positions_option: ClassVar[bool] = False
+    # How a layer average of visual tokens is counted for this method's budget (docs/budgets.md):
+    # "processed" (the tokens each decoder layer processes) or "after_pruning" (each layer's tokens after the
+    # pruning its attention scores, SparseVLM's "Equal Tokens").
+    budget_convention: ClassVar[str] = "processed"
 
     budget: int | float = 1.0
 
@@ -261,6 +283,42 @@ class TokenMethod:
         distinct = torch.unique(counts)  # sorted
         kept = [self.keep_count(n) if n > 0 else 0 for n in distinct.tolist()]
         return torch.tensor(kept, device=counts.device)[torch.searchsorted(distinct, counts)]
+
+    def budget_tokens(self, n_tokens: int) -> float:
+        """Visual tokens the budget names for a unit of ``n_tokens``, unrounded: ``min(budget, n_tokens)`` for an
+        int, ``budget * n_tokens`` for a float."""
+        if isinstance(self.budget, int) and not isinstance(self.budget, bool):
+            return float(min(self.budget, n_tokens))
+        return float(self.budget) * n_tokens
+
+    def requested_tokens(self, n_tokens: int, n_layers: int) -> float | None:
+        """Layer-averaged visual tokens the budget asks for on one unit (image, tile or frame) of ``n_tokens`` in a
+        language model of ``n_layers`` layers, counted as :attr:`budget_convention` says; None when no budget sets
+        the count (an adaptive method, or counts given directly).
+
+        Pre-LLM and in-tower methods ask for :meth:`budget_tokens` in every layer; in-LLM methods ask for them
+        from their first pruning layer on, every earlier layer processing the whole unit.
+        """
+        asked = self.budget_tokens(n_tokens)
+        layers = self.prune_layers(n_layers) if Stage.LLM_PREFILL in self.stage else ()
+        if not layers:
+            return asked
+        first = min(layers)
+        return (first * n_tokens + (n_layers - first) * asked) / n_layers
+
+    def planned_layer_tokens(self, n_tokens: int, n_layers: int) -> list[int] | None:
+        """In-LLM methods: the visual tokens of one unit of ``n_tokens`` that each decoder layer will process in
+        prefill, known before the layers run (the engine checks the budget with it); None for methods whose
+        counts are known once the prompt reaches the language model, and for counts that depend on the data.
+
+        Default: the whole unit before the first pruning layer, :meth:`keep_count` from there on.
+        """
+        layers = self.prune_layers(n_layers) if Stage.LLM_PREFILL in self.stage else ()
+        if not layers:
+            return None
+        first = min(layers)
+        kept = n_tokens if self.keeps_all(n_tokens) else self.keep_count(n_tokens)
+        return [n_tokens] * first + [kept] * (n_layers - first)
 
     # -- support: which model families this method runs on, and why not elsewhere ----------------------------------
     def unsupported_reason(self, adapter: ModelAdapter) -> str | None:

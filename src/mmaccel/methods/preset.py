@@ -39,6 +39,12 @@ class PresetLayerKeep(TokenMethod):
     def prune_layers(self, n_layers: int) -> tuple[int, ...]:
         return (self.k,)
 
+    def requested_tokens(self, n_tokens: int, n_layers: int) -> float | None:
+        return None  # the kept tokens are given, not budgeted
+
+    def planned_layer_tokens(self, n_tokens: int, n_layers: int) -> list[int] | None:
+        return None
+
     def prune_layer(self, tokens: LayerTokens) -> list[torch.Tensor]:
         length = tokens.hidden.shape[1]
         tail = torch.arange(self.prompt_length, length, device=tokens.hidden.device)

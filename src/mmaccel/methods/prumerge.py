@@ -84,6 +84,9 @@ class PruMerge(TokenMethod):
     def keeps_all(self, n_tokens: int) -> bool:
         return self.budget is not None and super().keeps_all(n_tokens)
 
+    def requested_tokens(self, n_tokens: int, n_layers: int) -> float | None:
+        return None if self.budget is None else super().requested_tokens(n_tokens, n_layers)
+
     # -- selection --------------------------------------------------------------------------------------------------
     def select(self, attention: torch.Tensor) -> list[torch.Tensor]:
         """Kept patch indices per image, in output order. attention: (I, P) CLS attention over the patches."""

@@ -134,6 +134,9 @@ class ToMe(TokenMethod):
     def size_bias(self) -> bool:
         return self.prop_attn
 
+    def requested_tokens(self, n_tokens: int, n_layers: int) -> float | None:
+        return None if self.r is not None else super().requested_tokens(n_tokens, n_layers)
+
     def tower_plan(self, n_blocks: int, n_tokens: int, cls_token: bool) -> dict[int, int]:
         protected = int(cls_token)
         n_patches = n_tokens - protected

@@ -40,6 +40,7 @@ class TileLayout:
     tower_units: int
     frames: dict[int, int] = field(default_factory=dict)
     visual: int | None = None  # tokens that stand for patches, when the builder knows it (saves a host read)
+    sizes: list[int] | None = None  # tokens of each unit of ``grids``, when the builder knows it
 
     @property
     def n_tokens(self) -> int:
@@ -56,6 +57,13 @@ class TileLayout:
         if self.visual is None:
             self.visual = int((self.unit >= 0).sum())
         return self.visual
+
+    def unit_sizes(self) -> list[int]:
+        """Tokens of each unit, in the order of ``grids`` (structural tokens belong to none)."""
+        if self.sizes is None:
+            counts = torch.bincount(self.unit[self.unit >= 0], minlength=max(self.grids, default=-1) + 1).tolist()
+            self.sizes = [counts[unit] for unit in self.grids]
+        return self.sizes
 
     def frame_of(self, labels: torch.Tensor) -> torch.Tensor:
         """(n',) frame of each token given its unit ``labels`` (n',); -1 for structural tokens."""
@@ -138,6 +146,7 @@ def pooled_frame_layout(
         tower_units=n_frames,
         frames={f: f for f in range(n_frames)},
         visual=n_frames * per_frame,
+        sizes=[per_frame] * n_frames,
     )
 
 
@@ -155,6 +164,7 @@ def grid_layout(height: int, width: int, extra_first: int = 0) -> TileLayout:
         grids={0: (height, width)},
         tower_units=1,
         visual=n,
+        sizes=[n],
     )
 
 
@@ -173,4 +183,5 @@ def frame_groups_layout(groups: int, height: int, width: int, video: bool) -> Ti
         tower_units=groups,
         frames={g: g for g in range(groups)} if video else {},
         visual=groups * per_group,
+        sizes=[per_group] * groups,
     )

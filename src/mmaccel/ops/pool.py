@@ -30,6 +30,15 @@ def pool_grid_shape(height: int, width: int, n_keep: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def largest_pool_count(height: int, width: int, n_keep: int) -> int:
+    """The largest count <= ``n_keep`` that an output grid inside ``height`` x ``width`` can hold (a prime count
+    longer than both sides cannot be a strip: 5 on a 4 x 4 grid gives 4)."""
+    for count in range(min(n_keep, height * width), 0, -1):
+        if any(count % rows == 0 and count // rows <= width for rows in range(1, min(count, height) + 1)):
+            return count
+    raise ValueError(f"n_keep={n_keep} must be >= 1")
+
+
 def pool_grid(features: torch.Tensor, height: int, width: int, n_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Adaptive average pooling of a raster-ordered patch grid to exactly ``n_keep`` tokens.
 
