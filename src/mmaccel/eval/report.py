@@ -240,7 +240,8 @@ def _plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, str]]
                 axis.plot(*zip(*points), label="no method" if method == BASELINE else method, **style)
         axis.set_xlabel("measured prefill time per sample, ms (median over batches)")
         axis.set_ylabel("accuracy, % of no method\n(mean over benchmarks)")
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
         figure.tight_layout()
         figure.savefig(folder / "accuracy_vs_prefill.png", dpi=90)
         plt.close(figure)

@@ -57,8 +57,9 @@ def dpc_knn(x: torch.Tensor, n_clusters: int) -> Clusters:
     centres = torch.sort(score, descending=True, stable=True).indices[:n_clusters]  # (C,)
 
     assignment = dist[centres].argmin(dim=0)  # (N,) nearest centre, first on ties
-    assignment[centres] = torch.arange(n_clusters, device=x.device)
-    members = points.new_zeros(n_clusters, n_tokens).scatter_(0, assignment[None], 1.0)  # (C, N) one-hot, no sync
+    clusters = torch.arange(n_clusters, device=x.device)
+    assignment[centres] = clusters
+    members = (assignment[None, :] == clusters[:, None]).to(points.dtype)  # (C, N) one-hot, no sync, vmappable
     weights = members / (members.sum(dim=1, keepdim=True) + MERGE_EPS)  # (C, N)
     merged = (weights @ points).to(x.dtype)  # (C, D)
     return Clusters(merged=merged, centres=centres, assignment=assignment, weights=weights.to(x.dtype))
