@@ -1,9 +1,9 @@
 """Budgets mean what they say: more budget never gives fewer tokens in any layer, for every registered method.
 
 Every method of the matrix runs on a tiny model over a sweep of int budgets (1 .. all tokens of a unit) and of
-float budgets; the visual tokens each decoder layer processes must never decrease as the budget grows. Whole
-images (LLaVA) and anyres tiles (LLaVA-NeXT, the budget per tile) are swept; ``downsample`` acts before the
-processor, so its sweep runs on the processor's token counts.
+float budgets; the visual tokens each decoder layer processes must never decrease as the budget grows, on every
+family: whole images (LLaVA, Qwen-VL) and anyres tiles (LLaVA-NeXT, OneVision: the budget per tile).
+``downsample`` acts before the processor, so its sweep runs on the processor's token counts.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ FLOAT_BUDGETS = [0.05, 0.1, 0.125, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0
 METHODS = sorted(name for name in METHOD_MATRIX if get_method(name).stage != Stage.FRAMES)
 
 
-@pytest.fixture(scope="module", params=["llava", "llava_next"])
+@pytest.fixture(scope="module", params=["llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl"])
 def family_setup(request):
     family = FAMILIES[request.param]
     model = family.build()

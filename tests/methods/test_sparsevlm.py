@@ -7,6 +7,8 @@ out (the method breaks ties by index; random tensors have no ties).
 
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,8 +23,10 @@ from mmaccel.engine.layers import LayerStage
 from mmaccel.errors import ConfigError
 from mmaccel.methods import LayerTokens, SparseVLM, Stage, TokenMethod
 from mmaccel.methods.base import LayerReduction
-from mmaccel.methods.sparsevlm import REFERENCE_SCHEDULES, equal_tokens
+from mmaccel.methods.sparsevlm import MONOTONE_SCHEDULES, REFERENCE_SCHEDULES, equal_tokens
 from tests.tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, batch_inputs, prompt_ids, single_inputs, tiny_llava
+
+TABLE = (192, 128, 96, 64)
 
 # -- the reference, re-computed ----------------------------------------------------------------------------------
 
@@ -310,10 +314,11 @@ def test_cache_lengths_follow_the_schedule():
 def test_reference_tables_and_solved_budgets():
     for version, table in REFERENCE_SCHEDULES.items():
         for budget, counts in table.items():
-            assert SparseVLM(budget=budget, version=version).stage_counts(576, 32) == counts
-    # v1.5 at 192: 3 layers see 576, then 300 + 9 recycled, 200 + 4, 110 + 3
-    plan = SparseVLM(budget=192).layer_plan(576, 32)
+            assert SparseVLM(schedule=counts, version=version).stage_counts(576, 32) == counts
+    # the official v1.5 192 schedule: 3 layers see 576, then 300 + 9 recycled, 200 + 4, 110 + 3
+    plan = SparseVLM(schedule=REFERENCE_SCHEDULES["1.5"][192]).layer_plan(576, 32)
     assert plan == [576] * 3 + [309] * 4 + [204] * 9 + [113] * 16
+    assert SparseVLM(budget=192).layer_plan(576, 32)[3:7] == [303 + 9] * 4  # the budget: 303, as 128 keeps
     for budget in (100, 0.3, 80):
         method = SparseVLM(budget=budget)
         target = budget * 576 if isinstance(budget, float) else budget
@@ -322,27 +327,35 @@ def test_reference_tables_and_solved_budgets():
 
 def test_table_entries_are_their_budgets_in_equal_tokens():
     # The reference log's "Equal Tokens": every layer counted after the pruning its attention scores.
-    averages = [equal_tokens(SparseVLM(budget=b).layer_plan(576, 32)) for b in (192, 128, 96, 64)]
-    assert [round(a, 1) for a in averages] == [192.0, 128.6, 96.9, 64.8]
-    processed = [sum(SparseVLM(budget=b).layer_plan(576, 32)) / 32 for b in (192, 128, 96, 64)]
-    assert [round(a, 1) for a in processed] == [206.5, 145.4, 114.1, 82.2]
+    official = [equal_tokens(SparseVLM(schedule=REFERENCE_SCHEDULES["1.5"][b]).layer_plan(576, 32)) for b in TABLE]
+    assert [round(a, 1) for a in official] == [192.0, 128.6, 96.9, 64.8]
+    averages = [equal_tokens(SparseVLM(budget=b).layer_plan(576, 32)) for b in TABLE]
+    assert [round(a, 1) for a in averages] == [192.4, 128.6, 96.9, 64.8]  # 192: 303 (not 300) after layer 2
+    processed = [sum(SparseVLM(budget=b).layer_plan(576, 32)) / 32 for b in TABLE]
+    assert [round(a, 1) for a in processed] == [206.9, 145.4, 114.1, 82.2]
     assert SparseVLM(budget=192).requested_tokens(576, 32) == 192.0
+
+
+@pytest.mark.parametrize("version", ["1.5", "2.0"])
+def test_budgets_use_the_tables_raised_to_a_running_maximum(version):
+    official, used = REFERENCE_SCHEDULES[version], MONOTONE_SCHEDULES[version]
+    raised = {b for b in TABLE if used[b] != official[b]}
+    assert raised == {"1.5": {192}, "2.0": {128}}[version]  # the one entry below which the official table dips
+    for budget in TABLE:
+        assert SparseVLM(budget=budget, version=version).stage_counts(576, 32) == used[budget]
+        assert all(u >= o for u, o in zip(used[budget], official[budget]))
+    ordered = [used[b] for b in sorted(TABLE)]
+    assert all(all(a <= b for a, b in zip(low, high)) for low, high in itertools.pairwise(ordered))
 
 
 @pytest.mark.parametrize("version", ["1.5", "2.0"])
 def test_more_budget_never_keeps_fewer_tokens_on_the_reference_geometry(version):
     # Budgets 60..200 cross the 64, 96, 128 and 192 table entries and the solved schedules between them.
-    table = REFERENCE_SCHEDULES[version]
     previous = None
     for budget in range(60, 201):
         plan = SparseVLM(budget=budget, version=version).layer_plan(576, 32)
         if previous is not None:
-            lower = [layer for layer in range(32) if plan[layer] < previous[layer]]
-            # Only where the official tables themselves keep fewer tokens at a larger budget: after layer 2,
-            # v1.5 128 (303) -> 192 (300), v2.0 96 (246) -> 128 (238); nowhere else, by no more than that.
-            if lower:
-                assert budget - 1 in table and lower == [3, 4, 5, 6], (budget, lower)
-                assert previous[3] - plan[3] <= {"1.5": 3, "2.0": 8}[version]
+            assert all(now >= before for now, before in zip(plan, previous)), budget
         previous = plan
     # the report's example: 63, 64 and 65 used to keep 2, 18 and 2 tokens in the last 16 layers
     assert [SparseVLM(budget=b).layer_plan(576, 32)[-1] for b in (63, 64, 65)] == [17, 18, 18]

@@ -25,6 +25,20 @@ REFERENCE_SCHEDULES = {
     "1.5": {192: (300, 200, 110), 128: (303, 110, 36), 96: (238, 48, 26), 64: (66, 30, 17)},
     "2.0": {192: (300, 200, 118), 128: (238, 108, 60), 96: (246, 54, 28), 64: (66, 34, 20)},
 }
+
+
+def _monotone(table: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+    """The tables with every entry raised to at least the counts of the entries below it (elementwise running
+    maximum by budget), so that a larger budget never keeps fewer tokens at any stage."""
+    out, floor = {}, None
+    for budget in sorted(table):
+        floor = table[budget] if floor is None else tuple(max(a, b) for a, b in zip(floor, table[budget]))
+        out[budget] = floor
+    return out
+
+
+# What the budgets use: v1.5 192 keeps 303 (not 300) after layer 2, v2.0 128 keeps 246 (not 238).
+MONOTONE_SCHEDULES = {version: _monotone(table) for version, table in REFERENCE_SCHEDULES.items()}
 RECYCLE_FRACTION = 0.3  # the highest-scoring 30 % (+1) of the pruned tokens are recycled
 CLUSTER_DIVISOR = 10  # into int(recycled / 10) + 1 clusters
 PATH_STEPS = 256  # schedules tried per leg of the path through the reference tables
@@ -56,24 +70,20 @@ def equal_tokens(plan: list[int]) -> float:
 def schedule_path(n_tokens: int, layers: tuple[int, ...], version: str) -> list[tuple[int, ...]]:
     """Candidate schedules (counts kept after each of ``layers``), from the fewest tokens to the most.
 
-    On the reference geometry (576 tokens, layers 2, 6, 15) the path runs through the reference tables: from
-    one token per stage through the 64, 96, 128 and 192 entries to n - 1, each leg first lowering the counts
-    the next entry has fewer of (a table entry can keep fewer tokens at one stage than the entry below it:
-    v1.5 128 -> 192 at layer 2, v2.0 96 -> 128), then raising the others, linearly. Elsewhere it is
-    round(n * rho^i) for rho in (0, 1], every count growing with rho.
+    On the reference geometry (576 tokens, layers 2, 6, 15) the path runs through the (monotone) reference
+    tables: from one token per stage through the 64, 96, 128 and 192 entries to n - 1, linearly, every count
+    growing. Elsewhere it is round(n * rho^i) for rho in (0, 1], every count growing with rho.
     """
     if n_tokens == REFERENCE_IMAGE_TOKENS and layers == REFERENCE_LAYERS:
-        table = REFERENCE_SCHEDULES[version]
+        table = MONOTONE_SCHEDULES[version]
         anchors = [(1,) * len(layers), *(table[b] for b in sorted(table)), (n_tokens - 1,) * len(layers)]
         path = [anchors[0]]
         for start, end in itertools.pairwise(anchors):
-            lowered = tuple(min(a, b) for a, b in zip(start, end))
-            for leg_start, leg_end in ((start, lowered), (lowered, end)):
-                for step in range(1, PATH_STEPS + 1):
-                    t = step / PATH_STEPS
-                    point = tuple(round(a + t * (b - a)) for a, b in zip(leg_start, leg_end))
-                    if point != path[-1]:
-                        path.append(point)
+            for step in range(1, PATH_STEPS + 1):
+                t = step / PATH_STEPS
+                point = tuple(round(a + t * (b - a)) for a, b in zip(start, end))
+                if point != path[-1]:
+                    path.append(point)
         return path
     path = []
     for step in range(1, RHO_STEPS + 1):
@@ -90,8 +100,8 @@ def solve_schedule(
 ) -> tuple[int, ...]:
     """The schedule on :func:`schedule_path` whose "Equal Tokens" (recycled tokens included) come closest to
     ``target``, the first one on ties. Schedules that leave an image no token, and those that average fewer
-    tokens than an earlier one (a leg lowering counts), are skipped, so the chosen point, and with it every
-    layer's count, never decreases as ``target`` grows, but where the reference tables themselves decrease."""
+    tokens than an earlier one, are skipped, so the chosen point, and with it every layer's count, never
+    decreases as ``target`` grows."""
     best: tuple[float, tuple[int, ...]] | None = None
     highest = -1.0
     for counts in schedule_path(n_tokens, layers, version):
@@ -135,8 +145,7 @@ class SparseVLM(TokenMethod):
     of 192, 128, 96 or 64 gives the reference tables (v1.5: Equal Tokens 192.0, 128.6, 96.9, 64.8; the tokens
     the layers process average 206.5, 145.4, 114.1, 82.2). Other budgets take the schedule closest to them on a
     path through the table entries (576 tokens at layers 2, 6, 15, any depth) or, elsewhere, on round(n rho^i)
-    for rho in (0, 1]; every layer's count grows with the budget, except between the table entries that keep
-    fewer tokens at layer 2 than the entry below them (v1.5 128 -> 192: 303 -> 300; v2.0 96 -> 128: 246 -> 238).
+    for rho in (0, 1]; every layer's count grows with the budget.
     ``schedule`` sets the counts directly. Stats report ``achieved_tokens`` (Equal Tokens), ``equivalent_tokens``
     (the processed layer average) and ``llm_input_tokens`` (all of them).
 
@@ -157,6 +166,10 @@ class SparseVLM(TokenMethod):
       above the mean uses all its text tokens; a row with no text after its image uses its last token.
     - v2.0 picks priority heads per image (the reference: over its one image, batch 0).
     - Budgets other than the table entries get a solved schedule (the reference accepts only 192/128/96/64).
+    - Two table entries keep fewer tokens at layer 2 than the entry below them (v1.5: 303 at 128, 300 at 192;
+      v2.0: 246 at 96, 238 at 128), so a larger budget would hold fewer tokens in layers 3-6. The budgets use
+      the tables raised to a running maximum (v1.5 192: 303, 200, 110; v2.0 128: 246, 108, 60; Equal Tokens
+      192.4 and 129.0): more budget never gives fewer tokens. ``schedule=`` runs the official counts as they are.
     - The tables apply as they are only on 32 layers, the depth their Equal Tokens are tuned to; on other
       depths (LLaVA-1.5-13B: 40) the budget is solved on the same path (the reference reuses the 7B tables,
       whose 192 entry averages 176.5 Equal Tokens on 40 layers); ``schedule=(300, 200, 110)`` runs them as is.
@@ -231,7 +244,7 @@ class SparseVLM(TokenMethod):
         """Visual tokens an image of ``n_tokens`` keeps after each pruning layer (before recycling)."""
         if self.schedule is not None:
             return self.schedule
-        table = REFERENCE_SCHEDULES[self.version]
+        table = MONOTONE_SCHEDULES[self.version]
         layers = self.pruning_after(n_layers)
         reference = n_tokens == REFERENCE_IMAGE_TOKENS and layers == REFERENCE_LAYERS and n_layers == REFERENCE_DEPTH
         if reference and isinstance(self.budget, int) and self.budget in table:
