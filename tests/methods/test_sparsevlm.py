@@ -8,7 +8,6 @@ out (the method breaks ties by index; random tensors have no ties).
 from __future__ import annotations
 
 import itertools
-
 from dataclasses import dataclass, field
 
 import pytest
@@ -313,7 +312,7 @@ def test_cache_lengths_follow_the_schedule():
 
 def test_reference_tables_and_solved_budgets():
     for version, table in REFERENCE_SCHEDULES.items():
-        for budget, counts in table.items():
+        for counts in table.values():
             assert SparseVLM(schedule=counts, version=version).stage_counts(576, 32) == counts
     # the official v1.5 192 schedule: 3 layers see 576, then 300 + 9 recycled, 200 + 4, 110 + 3
     plan = SparseVLM(schedule=REFERENCE_SCHEDULES["1.5"][192]).layer_plan(576, 32)
