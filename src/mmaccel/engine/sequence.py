@@ -109,15 +109,17 @@ def images_per_row(index: torch.Tensor) -> list[int]:
     return [int(row.max().item()) + 1 if (row >= 0).any() else 0 for row in index]
 
 
-def pack_left(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad per-row index lists into one tensor: (B, L') indices (0 in padding slots) and (B, L') validity."""
-    length = max(row.numel() for row in rows)
-    device = rows[0].device
-    packed = torch.zeros(len(rows), length, dtype=torch.long, device=device)
-    valid = torch.zeros(len(rows), length, dtype=torch.bool, device=device)
-    for b, row in enumerate(rows):
-        packed[b, length - row.numel() :] = row
-        valid[b, length - row.numel() :] = True
+def pack_left(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pack the True entries of each row of ``keep`` (B, N) bool: (B, N') their positions in the row, in
+    order (0 in padding slots), and (B, N') validity; N' is the longest row. One host read for the batch."""
+    lengths = keep.sum(dim=1)  # (B,)
+    length = int(lengths.max()) if keep.shape[0] else 0
+    column = (length - lengths)[:, None] + keep.long().cumsum(dim=1) - 1  # (B, N) packed column of a kept token
+    rows, positions = torch.nonzero(keep, as_tuple=True)
+    packed = torch.zeros(keep.shape[0], length, dtype=torch.long, device=keep.device)
+    valid = torch.zeros(keep.shape[0], length, dtype=torch.bool, device=keep.device)
+    packed[rows, column[rows, positions]] = positions
+    valid[rows, column[rows, positions]] = True
     return packed, valid
 
 
@@ -157,47 +159,45 @@ def rebuild_prompt(
     was; ``"contiguous"`` renumbers the rebuilt prompt from its attention mask (the same on every row).
     """
     token_ids = (token_ids,) if isinstance(token_ids, int) else tuple(token_ids)
-    placeholder_ids = torch.tensor(token_ids, device=input_ids.device)
+    device = input_ids.device
+    batch, width = input_ids.shape
     multi_row = position_ids.dim() == 3
-    rows_keep, rows_pos, shifts = [], [], []
-    item = 0
-    for row in range(input_ids.shape[0]):
-        ids, mask = input_ids[row], attention_mask[row]
-        pos = position_ids[:, row] if multi_row else position_ids[row][None]  # (R, N)
-        placeholders = torch.nonzero(torch.isin(ids, placeholder_ids)).flatten()
-        keep = torch.ones_like(ids, dtype=torch.bool)
-        new_pos = pos.clone()
-        offset = 0
-        while offset < placeholders.numel():
-            span = placeholders[offset : offset + counts_in[item]]  # (n_in,)
-            n_out = counts_out[item]
-            keep[span[n_out:]] = False
-            source = sources[item].to(span.device)
-            new_pos[:, span[:n_out]] = pos[:, span[source.clamp(min=0)]]
-            offset += counts_in[item]
-            item += 1
-        kept = torch.nonzero(keep).flatten()
-        row_mask = mask[kept]
-        if positions == "original":
-            row_pos = new_pos[:, kept]
-        else:
-            row_pos = (row_mask.long().cumsum(0) - 1).clamp(min=0).expand(pos.shape[0], -1)
-        real = torch.nonzero(mask).flatten()
-        last_old = pos[:, real[-1]].amax() if real.numel() else pos.new_tensor(0)
-        real_new = torch.nonzero(row_mask).flatten()
-        last_new = row_pos[:, real_new[-1]].amax() if real_new.numel() else pos.new_tensor(0)
-        rows_keep.append(kept)
-        rows_pos.append(row_pos)
-        shifts.append(last_old - last_new)
-    keep, valid = pack_left(rows_keep)  # (B, N'), (B, N')
-    length = keep.shape[1]
-    packed_pos = position_ids.new_zeros(len(rows_pos[0]), len(rows_pos), length)  # (R, B, N')
-    for b, r in enumerate(rows_pos):
-        packed_pos[:, b, length - r.shape[1] :] = r
+    pos = position_ids if multi_row else position_ids[None]  # (R, B, N)
+    flat_pos = pos.flatten(1)  # (R, B * N)
+    is_placeholder = torch.isin(input_ids, torch.tensor(token_ids, device=device)).flatten()
+    placeholders = torch.nonzero(is_placeholder).flatten()  # (P,) flat: the items' runs in (batch, sequence) order
+    counts_in_t = torch.tensor(counts_in, dtype=torch.long, device=device)
+    counts_out_t = torch.tensor(counts_out, dtype=torch.long, device=device)
+    starts = torch.cumsum(counts_in_t, 0) - counts_in_t  # (G,) index in ``placeholders`` of each item's first
+    offset = torch.arange(placeholders.numel(), device=device) - torch.repeat_interleave(starts, counts_in_t)
+    kept_slot = offset < torch.repeat_interleave(counts_out_t, counts_in_t)  # the first counts_out slots
+    keep = torch.ones(batch * width, dtype=torch.bool, device=device)
+    keep[placeholders[~kept_slot]] = False
+    # kept slot k of item g takes every position row of the item's placeholder sources[g][k] (-1: its first)
+    source = torch.cat([s.to(device) for s in sources]).clamp(min=0) if sources else offset[:0]  # (sum out,)
+    source_flat = placeholders[torch.repeat_interleave(starts, counts_out_t) + source]
+    new_pos = flat_pos.clone()
+    new_pos[:, placeholders[kept_slot]] = flat_pos[:, source_flat]
+    kept, valid = pack_left(keep.view(batch, width))  # (B, N'), (B, N')
+    row_mask = take_tokens(attention_mask, kept, valid, 0)  # (B, N')
+    if positions == "original":
+        packed_pos = take_tokens(new_pos.view(-1, batch, width), kept, valid, 0)  # (R, B, N')
+    else:
+        packed_pos = (row_mask.long().cumsum(-1) - 1).clamp(min=0).expand(pos.shape[0], -1, -1)
+    shift = _last_position(pos, attention_mask) - _last_position(packed_pos, row_mask)  # (B,)
     return RebuiltPrompt(
-        input_ids=take_tokens(input_ids, keep, valid, pad_token_id),
-        attention_mask=take_tokens(attention_mask, keep, valid, 0),
+        input_ids=take_tokens(input_ids, kept, valid, pad_token_id),
+        attention_mask=row_mask,
         position_ids=packed_pos if multi_row else packed_pos[0],
-        shift=torch.stack(shifts),
-        keep=keep,
+        shift=shift,
+        keep=kept,
     )
+
+
+def _last_position(pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) the largest value over the rows of (R, B, N) ``pos`` at each row's last real token (0 for none)."""
+    columns = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.where(mask.bool(), columns, -1).amax(dim=1)  # (B,)
+    index = last.clamp(min=0)[None, :, None].expand(pos.shape[0], -1, 1)  # (R, B, 1)
+    at = pos.gather(2, index)[..., 0].amax(dim=0)  # (B,)
+    return torch.where(last >= 0, at, torch.zeros_like(at))
