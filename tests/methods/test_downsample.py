@@ -13,6 +13,7 @@ from mmaccel.engine.apply import Session
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.methods.downsample import Downsample
 from mmaccel.models.registry import adapter_for
+from mmaccel.models.tiny import tiny_llava_next, tiny_qwen2_vl
 from tests.tiny_models import single_inputs, tiny_llava
 from tests.tiny_processors import IMAGE, llava_next_processor, qwen_image_processor, qwen_prompt
 
@@ -115,55 +116,8 @@ def test_unknown_processor_and_image_types_are_rejected():
 
 
 # -- the models run on what the processor makes of the resized images -------------------------------------------------
-def _tiny_qwen2_vl():
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-    torch.manual_seed(0)
-    config = Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=128,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-        ),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2, patch_size=14),
-        image_token_id=100,
-        video_token_id=101,
-        vision_start_token_id=102,
-        vision_end_token_id=103,
-    )
-    return Qwen2VLForConditionalGeneration(config).eval()
-
-
-def _tiny_llava_next():
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
-
-    torch.manual_seed(0)
-    config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
-        ),
-        image_token_index=100,
-        image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    return LlavaNextForConditionalGeneration(config).eval()
-
-
 def test_qwen2_vl_runs_on_the_downsampled_image():
-    model = _tiny_qwen2_vl()
+    model = tiny_qwen2_vl(layers=2)
     image_processor = qwen_image_processor(min_pixels=28 * 28)
     (resized,), (record,) = Downsample(budget=0.25).resize([_image(224, 224)], image_processor)
     assert (record.tokens_in, record.tokens_out) == (64, 16)
@@ -175,7 +129,7 @@ def test_qwen2_vl_runs_on_the_downsampled_image():
 
 
 def test_llava_next_runs_on_the_downsampled_image():
-    model = _tiny_llava_next()
+    model = tiny_llava_next(layers=2)
     processor = llava_next_processor(model)
     (resized,), (record,) = Downsample(budget=0.5).resize([_image(64, 64)], processor)
     assert record.tokens_out <= record.target < record.tokens_in

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
 import mmaccel
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.methods import PruMerge, PruMergePlus, VisualTokens
+from mmaccel.models.tiny import siglip_llava
 from mmaccel.ops.heads import concat_heads, single_head_cls_attention
 from tests.tiny_models import GENERATE_KWARGS, IMAGE_TOKEN, batch_inputs, prompt_ids, tiny_llava
 
@@ -203,17 +203,8 @@ def test_bad_hyperparameters_are_refused():
 
 
 def test_tower_without_cls_or_without_a_block_after_the_features_is_refused():
-    text = LlamaConfig(
-        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
-    )
-    siglip = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-    )
-    config = LlavaConfig(
-        vision_config=siglip, text_config=text, image_token_index=100, vision_feature_select_strategy="full"
-    )
     with pytest.raises(NotSupportedError, match=r"'prumerge\+' needs a CLS token.*has none"):
-        mmaccel.apply(LlavaForConditionalGeneration(config).eval(), "prumerge+")
+        mmaccel.apply(siglip_llava(), "prumerge+")
     last_layer = tiny_llava()
     last_layer.config.vision_feature_layer = -1
     with pytest.raises(NotSupportedError, match=r"block after the feature layer.*vision_feature_layer=-2"):
