@@ -115,7 +115,7 @@ class VisionZip(TokenMethod):
         scores = tokens.cls_attention.sum(dim=1)  # (I, H, P) -> (I, P)
         top = topk_keep(scores, n_top)  # (I, n_top) sorted patch indices
         is_top = torch.zeros(n_images, n_tokens, dtype=torch.bool, device=device).scatter_(1, top, True)
-        rest = torch.stack([torch.nonzero(~row).flatten() for row in is_top])  # (I, R) sorted
+        rest = torch.argsort(is_top.to(torch.uint8), dim=1, stable=True)[:, : n_tokens - n_top]  # (I, R) sorted
         gather = lambda x, idx: x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
 
         parts = [gather(tokens.features, top)]  # (I, n_top, D)
