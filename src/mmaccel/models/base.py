@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from mmaccel.errors import NotSupportedError
 from mmaccel.models.layout import TileLayout
+
+if TYPE_CHECKING:
+    from mmaccel.ops.flops import ModelShape, VisualWork
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,16 @@ class ModelAdapter(ABC):
     def tower_group_order(self, grids: torch.Tensor) -> torch.Tensor:
         """(G,) for each merge group in the order the tower blocks hold them, its index among the merged tokens."""
         raise NotSupportedError(f"{self.name} models have no packed vision tower")
+
+    # -- cost accounting ------------------------------------------------------------------------------------------
+    def model_shape(self) -> ModelShape:
+        """The family's geometry for analytic FLOPs and KV-cache bytes (builders in :mod:`mmaccel.models.shape`)."""
+        raise NotSupportedError(f"no FLOPs description for {self.name} models")
+
+    def visual_items(self, inputs: dict[str, Any], modality: str) -> list[VisualWork]:
+        """The tower and projector work of every item of ``modality`` in the processed ``inputs`` (tiles, frames,
+        patches), in the order the model consumes them; [] when the inputs hold none."""
+        raise NotSupportedError(f"no FLOPs description for {self.name} models")
 
     # -- attention implementation --------------------------------------------------------------------------------
     @abstractmethod

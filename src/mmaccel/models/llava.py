@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from mmaccel.errors import NotSupportedError
 from mmaccel.models.base import ComposedModelAdapter, VisionBlockParts
 from mmaccel.models.layout import TileLayout, grid_layout
+
+if TYPE_CHECKING:
+    from mmaccel.ops.flops import ModelShape, VisualWork
 
 
 class LlavaAdapter(ComposedModelAdapter):
@@ -87,6 +90,19 @@ class LlavaAdapter(ComposedModelAdapter):
             raise NotSupportedError(f"{self.name} models take no {modality} input")
         height, width = self.patch_grid()
         return [grid_layout(height, width, extra_first=int(self.cls_in_features()))] * n_items  # one shared layout
+
+    def model_shape(self) -> ModelShape:
+        from mmaccel.models.shape import llava_shape
+
+        return llava_shape(self, fixed_resolution=True)
+
+    def visual_items(self, inputs: dict[str, Any], modality: str) -> list[VisualWork]:
+        from mmaccel.models.shape import llava_items
+
+        pixels = inputs.get("pixel_values")
+        if modality != "image" or pixels is None:
+            return []
+        return llava_items(self, inputs, modality, [1] * len(pixels))
 
     def encode_images(self, inputs: dict[str, Any]) -> Any:
         keys = ("pixel_values", "vision_feature_layer", "vision_feature_select_strategy", "image_sizes")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.models.layout import TileLayout, grid_layout_from_coordinates
 from mmaccel.models.llava import LlavaAdapter
+
+if TYPE_CHECKING:
+    from mmaccel.ops.flops import ModelShape, VisualWork
 
 TOWER_REDUCTION_REASON = (
     "the model reshapes every tile's full patch grid into the anyres layout (and pools video frames on their "
@@ -48,6 +51,23 @@ class LlavaNextAdapter(LlavaAdapter):
 
     def reduction_site(self) -> str:
         return "encoder_output"  # packing needs every tile's full grid: reduce the packed run, tile by tile
+
+    # -- cost accounting ------------------------------------------------------------------------------------------
+    def model_shape(self) -> ModelShape:
+        from mmaccel.models.shape import llava_shape
+
+        return llava_shape(self, fixed_resolution=False)
+
+    def visual_items(self, inputs: dict[str, Any], modality: str) -> list[VisualWork]:
+        from mmaccel.models.shape import llava_items
+
+        if modality != "image":
+            return llava_items(self, inputs, modality, [])
+        if inputs.get("pixel_values") is None:
+            return []
+        if inputs.get("image_sizes") is None:
+            raise ConfigError(f"{self.name}: image_sizes is needed to count anyres tiles; pass the processor's")
+        return llava_items(self, inputs, modality, self._tiles_per_image(inputs))
 
     # -- layouts ------------------------------------------------------------------------------------------------
     def _modeling(self):

@@ -14,7 +14,7 @@ passes (4, B, N) (a text row, then T/H/W); ``rope_deltas`` lets decode steps wit
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from torch import nn
 from mmaccel.errors import ConfigError, NotSupportedError
 from mmaccel.models.base import ComposedModelAdapter
 from mmaccel.models.layout import TileLayout, frame_groups_layout
+
+if TYPE_CHECKING:
+    from mmaccel.ops.flops import ModelShape, VisualWork
 
 _TOWER_REASON = (
     "methods inside the vision tower (ToMe, EViT) are not supported on {name}: its tower runs all images as one "
@@ -106,6 +109,16 @@ class QwenVLAdapter(ComposedModelAdapter):
         return [
             frame_groups_layout(t, h // merge, w // merge, video=modality == "video") for t, h, w in grids.tolist()
         ]
+
+    def model_shape(self) -> ModelShape:
+        from mmaccel.models.shape import qwen_shape
+
+        return qwen_shape(self, window_attention=self.window_attention)
+
+    def visual_items(self, inputs: dict[str, Any], modality: str) -> list[VisualWork]:
+        from mmaccel.models.shape import qwen_items
+
+        return qwen_items(self, inputs, modality, windows=self.window_attention)
 
     def packed_tower(self) -> bool:
         return True

@@ -19,26 +19,21 @@ patches embedded and the tokens entering the projector. Family rules (``transfor
   ``window_size`` pixels (merged-token windows, smaller at the right and bottom edges); the merger projects
   groups of ``spatial_merge_size**2`` patches. Methods act on the merger's output.
 
-Items are assigned to batch rows in the order the model consumes them: one item per run of placeholder
-tokens (LLaVA-1.5: ``tokens_per_image`` placeholders per image).
+Each adapter names its family's description (:meth:`ModelAdapter.model_shape`,
+:meth:`ModelAdapter.visual_items`) from the builders here; items are assigned to batch rows by the adapter's
+own layouts (:meth:`ModelAdapter.visual_layouts`), as the engine splits the placeholder runs.
 """
 
 from __future__ import annotations
 
-import importlib
-import math
 from typing import Any
 
-import torch
 from torch import nn
 
-from mmaccel.errors import ConfigError, NotSupportedError
+from mmaccel.errors import ConfigError
 from mmaccel.models.base import ModelAdapter
 from mmaccel.models.registry import adapter_for
 from mmaccel.ops.flops import ModelShape, TowerRun, TransformerShape, VisualWork
-
-_LLAVA_FAMILIES = ("llava", "llava_next", "llava_onevision")
-_QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
 def _adapter(model_or_adapter: nn.Module | ModelAdapter) -> ModelAdapter:
@@ -47,14 +42,7 @@ def _adapter(model_or_adapter: nn.Module | ModelAdapter) -> ModelAdapter:
 
 def describe(model_or_adapter: nn.Module | ModelAdapter) -> ModelShape:
     """The :class:`ModelShape` of a supported model (or of the model an adapter serves)."""
-    adapter = _adapter(model_or_adapter)
-    if adapter.name in _LLAVA_FAMILIES:
-        return _llava_shape(adapter)
-    if adapter.name in _QWEN_FAMILIES:
-        return _qwen_shape(adapter)
-    raise NotSupportedError(
-        f"no FLOPs description for adapter {adapter.name!r}; described: {', '.join(_LLAVA_FAMILIES + _QWEN_FAMILIES)}"
-    )
+    return _adapter(model_or_adapter).model_shape()
 
 
 def _decoder(text: Any) -> TransformerShape:
@@ -84,7 +72,9 @@ def _llava_tile(config: Any) -> tuple[int, int]:
     return patches + cls, patches + (cls if keeps_cls else 0)
 
 
-def _llava_shape(adapter: ModelAdapter) -> ModelShape:
+def llava_shape(adapter: ModelAdapter, fixed_resolution: bool) -> ModelShape:
+    """LLaVA-1.5 (``fixed_resolution``: one tile per image, reduced at the projector input), LLaVA-NeXT and
+    LLaVA-OneVision (anyres tiles)."""
     config = adapter.model.config
     vision, text = config.vision_config, config.text_config
     feature_layers = config.vision_feature_layer
@@ -92,7 +82,7 @@ def _llava_shape(adapter: ModelAdapter) -> ModelShape:
     projector_in = vision.hidden_size * n_feature_layers
     tokens, projected = _llava_tile(config)
     image_work = None
-    if adapter.name == "llava":
+    if fixed_resolution:
         image_work = VisualWork((TowerRun(1, tokens),), tokens - int(_has_cls(vision)), projected, items=1)
     return ModelShape(
         vision=TransformerShape(
@@ -109,17 +99,18 @@ def _llava_shape(adapter: ModelAdapter) -> ModelShape:
         decoder=_decoder(text),
         vocab=text.vocab_size,
         pooling_head=vision.model_type.startswith("siglip") and getattr(vision, "vision_use_head", True),
-        reduces_before_projector=adapter.name == "llava",
+        reduces_before_projector=adapter.reduction_site() == "projector_input",
         image_work=image_work,
     )
 
 
 # -- Qwen2-VL, Qwen2.5-VL ---------------------------------------------------------------------------------------------
-def _qwen_shape(adapter: ModelAdapter) -> ModelShape:
+def qwen_shape(adapter: ModelAdapter, window_attention: bool) -> ModelShape:
+    """Qwen2-VL, and Qwen2.5-VL (``window_attention``: gated MLP, window blocks outside fullatt_block_indexes)."""
     config = adapter.model.config
     vision, text = config.vision_config, config.text_config
     merge = vision.spatial_merge_size
-    if adapter.name == "qwen2_vl":  # fc1/fc2 MLP of mlp_ratio x width; the merger ends at the LM width
+    if not window_attention:  # fc1/fc2 MLP of mlp_ratio x width; the merger ends at the LM width
         width, out, gated = vision.embed_dim, vision.hidden_size, False
         intermediate = vision.embed_dim * vision.mlp_ratio
         windows: tuple[int, ...] = ()
@@ -156,39 +147,24 @@ def _qwen_windows(config: Any, grid_h: int, grid_w: int) -> tuple[int, ...]:
     return tuple(h * w * merge**2 for h in heights for w in widths)
 
 
-def _qwen_items(adapter: ModelAdapter, grids: torch.Tensor) -> list[VisualWork]:
+def qwen_items(adapter: ModelAdapter, inputs: dict[str, Any], modality: str, windows: bool) -> list[VisualWork]:
+    """Qwen-VL: every image or video of grid (t, h, w) is t attention sequences of h*w patches (in windows on
+    Qwen2.5-VL's window blocks) and t*h*w patches through the merger."""
+    grids = inputs.get("image_grid_thw" if modality == "image" else "video_grid_thw")
+    if grids is None:
+        return []
     vision = adapter.model.config.vision_config
     items = []
     for t, h, w in grids.tolist():
-        windows = _qwen_windows(vision, h, w) if adapter.name == "qwen2_5_vl" else ()
-        items.append(VisualWork((TowerRun(t, h * w, windows),), t * h * w, t * h * w, items=1))
+        runs = (TowerRun(t, h * w, _qwen_windows(vision, h, w) if windows else ()),)
+        items.append(VisualWork(runs, t * h * w, t * h * w, items=1))
     return items
 
 
-# -- per-row work -----------------------------------------------------------------------------------------------------
-def _tiles_per_image(adapter: ModelAdapter, inputs: dict[str, Any]) -> list[int]:
+def llava_items(adapter: ModelAdapter, inputs: dict[str, Any], modality: str, tiles: list[int]) -> list[VisualWork]:
+    """LLaVA-like: every tile (``tiles`` per image) or video frame is one tower sequence whose features all go
+    through the projector."""
     config = adapter.model.config
-    modeling = importlib.import_module(type(adapter.model).__module__)
-    tile = config.vision_config.image_size
-    tiles = [
-        modeling.image_size_to_num_patches(
-            image_size=size, grid_pinpoints=config.image_grid_pinpoints, patch_size=tile
-        )
-        for size in inputs["image_sizes"]
-    ]
-    per_sample = inputs.get("batch_num_images")
-    if adapter.name == "llava_onevision" and per_sample is not None:  # multi-image samples: base tile only
-        alone = [int(n) == 1 for n in per_sample for _ in range(int(n))]
-        tiles = [n if single else 1 for n, single in zip(tiles, alone)]
-    return tiles
-
-
-def _items(adapter: ModelAdapter, inputs: dict[str, Any], modality: str) -> list[VisualWork]:
-    """The work of every item of ``modality`` in ``inputs``, in the order the model consumes them."""
-    config = adapter.model.config
-    if adapter.name in _QWEN_FAMILIES:
-        grids = inputs.get("image_grid_thw" if modality == "image" else "video_grid_thw")
-        return [] if grids is None else _qwen_items(adapter, grids)
     tokens, projected = _llava_tile(config)
     cls = int(_has_cls(config.vision_config))
     if modality == "video":  # OneVision: every frame through the tower and the projector
@@ -196,49 +172,33 @@ def _items(adapter: ModelAdapter, inputs: dict[str, Any], modality: str) -> list
         if videos is None:
             return []
         frames = videos.shape[1]
-        return [VisualWork((TowerRun(frames, tokens),), frames * (tokens - cls), frames * projected, items=1)] * len(
-            videos
-        )
-    if inputs.get("pixel_values") is None:
-        return []
-    if adapter.name == "llava":
-        return [VisualWork((TowerRun(1, tokens),), tokens - cls, projected, items=1)] * len(inputs["pixel_values"])
-    if inputs.get("image_sizes") is None:
-        raise ConfigError(f"{adapter.name}: image_sizes is needed to count anyres tiles; pass the processor's")
-    return [
-        VisualWork((TowerRun(n, tokens),), n * (tokens - cls), n * projected, items=1)
-        for n in _tiles_per_image(adapter, inputs)
-    ]
-
-
-def _items_per_row(adapter: ModelAdapter, input_ids: torch.Tensor, token: int) -> list[int]:
-    """Visual items of each row: runs of ``token`` (LLaVA-1.5: placeholders / tokens_per_image)."""
-    is_token = input_ids == token  # (B, L)
-    per_image = adapter.tokens_per_image()
-    if adapter.name == "llava" and per_image:
-        return [math.ceil(int(n) / per_image) for n in is_token.sum(-1)]
-    starts = is_token.clone()
-    starts[:, 1:] &= ~is_token[:, :-1]
-    return [int(n) for n in starts.sum(-1)]
+        work = VisualWork((TowerRun(frames, tokens),), frames * (tokens - cls), frames * projected, items=1)
+        return [work] * len(videos)
+    return [VisualWork((TowerRun(n, tokens),), n * (tokens - cls), n * projected, items=1) for n in tiles]
 
 
 def visual_work(model_or_adapter: nn.Module | ModelAdapter, inputs: dict[str, Any]) -> list[VisualWork]:
     """Per row of the batch ``inputs`` (the processor's output, as given to the model), its
     :class:`VisualWork`: the images, tiles and frames the model will encode for that row."""
+    from mmaccel.engine.sequence import visual_layout
+
     adapter = _adapter(model_or_adapter)
     input_ids = inputs["input_ids"]
-    rows = [VisualWork() for _ in range(input_ids.shape[0])]
-    for modality, token in adapter.visual_token_ids().items():
-        items = _items(adapter, inputs, modality)
-        counts = _items_per_row(adapter, input_ids, token)
-        if sum(counts) != len(items):
+    token_ids = adapter.visual_token_ids()
+    names = {token: modality for modality, token in token_ids.items()}
+    items, counts = {}, {}
+    for modality, token in token_ids.items():
+        modality_items = adapter.visual_items(inputs, modality)
+        if not modality_items and not bool((input_ids == token).any()):
+            continue
+        layouts = adapter.visual_layouts(modality, inputs, len(modality_items))
+        if len(layouts) != len(modality_items):
             raise ConfigError(
-                f"{adapter.name}: the prompts hold {sum(counts)} {modality} placeholder runs but the inputs "
-                f"{len(items)} {modality}s; every {modality} needs its own run of placeholder tokens"
+                f"{adapter.name}: the inputs hold {len(modality_items)} {modality}s but lay out {len(layouts)}"
             )
-        start = 0
-        for row, count in enumerate(counts):
-            for item in items[start : start + count]:
-                rows[row] = rows[row] + item
-            start += count
+        items[token], counts[token] = modality_items, [layout.n_tokens for layout in layouts]
+    rows = [VisualWork() for _ in range(input_ids.shape[0])]
+    placed = visual_layout(input_ids, counts, names)  # as the engine splits the runs; a mismatch is a ConfigError
+    for (token, k), row in zip(placed.items, placed.rows):
+        rows[row] = rows[row] + items[token][k]
     return rows
