@@ -94,3 +94,27 @@ def test_baseline_and_methods_count_the_same_images_and_visual_tokens(family, tm
     base = [(tokens["images"], tokens["visual_tokens"]) for tokens in _tokens(out, "none")]
     for method in methods[1:]:
         assert [(tokens["images"], tokens["visual_tokens"]) for tokens in _tokens(out, method)] == base, method
+
+
+def _efficiency(out, method: str) -> list[dict]:
+    folder = out / SUITE / f"{method}-{'full' if method == 'none' else '0.5'}"
+    return [record["efficiency"] for record in _records(folder)]
+
+
+@pytest.mark.parametrize("family", list(CHECKPOINT_FAMILIES))
+def test_eval_measures_flops_and_kv_bytes_on_every_family(family, tmp_path_factory):
+    from mmaccel.models.shape import describe
+
+    methods, out = _evaluate(family, tmp_path_factory)
+    shape = describe(build_checkpoint_model(family))
+    base = _efficiency(out, "none")
+    for record in base:
+        prompt = record["text_tokens"] + record["tokens"]["visual_tokens"]
+        per_token = 2 * shape.decoder.layers * shape.decoder.kv_heads * shape.decoder.head_dim * 4  # float32 K, V
+        assert record["kv_bytes"] == (prompt + record["new_tokens"] - 1) * per_token  # every prompt token cached
+        assert record["prefill_flops"] > 0 and record["decode_flops"] > 0
+    for method in methods[1:]:
+        for record, reference in zip(_efficiency(out, method), base):
+            assert record["prefill_flops"] < reference["prefill_flops"], (method, family)
+            if record["new_tokens"] == reference["new_tokens"]:
+                assert record["kv_bytes"] < reference["kv_bytes"], (method, family)  # pruned tokens are not held
