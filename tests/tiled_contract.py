@@ -1,4 +1,5 @@
-"""The contract every registered method keeps on a tiled model (LLaVA-NeXT, LLaVA-OneVision), as functions.
+"""Anyres checks on prompts with images of several sizes (LLaVA-NeXT, LLaVA-OneVision), as functions: what the
+all-family contract (``tests/engine/test_contract.py``, one image size per family) cannot show.
 
 Each check takes a :class:`tiled_models.TiledFamily`, its model and a method name; a method the family does not
 support must raise ``NotSupportedError`` from ``apply`` before the model is touched (:func:`check_unsupported`).
@@ -56,21 +57,6 @@ def check_unsupported(model, method: str) -> None:
     with pytest.raises(NotSupportedError):
         mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method])
     assert untouched(model)
-
-
-def check_keep_all_is_identical(family: TiledFamily, model, method: str, budget) -> None:
-    skip_before_processor(method)
-    inputs = family.inputs(model)
-    expected = logits(model, inputs)
-    expected_tokens = model.generate(**inputs, max_new_tokens=4, **GENERATE_KWARGS)
-    with mmaccel.apply(model, method, budget=budget, **METHOD_MATRIX[method]) as session:
-        got = logits(model, inputs)
-        tokens = model.generate(**inputs, max_new_tokens=4, **GENERATE_KWARGS)
-    assert torch.equal(got, expected)
-    assert torch.equal(tokens, expected_tokens)
-    total = sum(sum(run) for run in family.unit_sizes(model, inputs))
-    for stats in session.last_call.stats:
-        assert stats.llm_input_tokens == stats.visual_tokens == total
 
 
 def check_kept_counts(family: TiledFamily, model, method: str, budget) -> None:
@@ -140,39 +126,6 @@ def check_batch_equals_single_rows(family: TiledFamily, model, method: str) -> N
             assert torch.equal(out.sequences[row, prompt_length : prompt_length + new_tokens.numel()], new_tokens)
             for step_batch, step_single in zip(out.logits, ref.logits):
                 torch.testing.assert_close(step_batch[row], step_single[0], atol=1e-5, rtol=1e-5)
-
-
-def check_deterministic(family: TiledFamily, model, method: str) -> None:
-    skip_before_processor(method)
-    inputs = family.inputs(model)
-    keeps = []
-    for _ in range(2):
-        with mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method]) as session:
-            logits(model, inputs)
-        call = session.last_call
-        keeps.append(
-            [t.clone() for t in call.visual_keep] + [t.clone() for rows in call.llm_keep.values() for t in rows]
-        )
-    assert len(keeps[0]) > 0
-    assert all(torch.equal(a, b) for a, b in zip(*keeps))
-
-
-def check_restored(family: TiledFamily, model, method: str) -> None:
-    skip_before_processor(method)
-    inputs = family.inputs(model)
-    baseline = logits(model, inputs)
-    assert untouched(model)
-    with mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method]):
-        pruned = logits(model, inputs)
-    assert pruned.shape[1] < baseline.shape[1] or not torch.equal(pruned, baseline)
-    with (
-        pytest.raises(RuntimeError, match="boom"),
-        mmaccel.apply(model, method, budget=PARTIAL_BUDGET, **METHOD_MATRIX[method]),
-    ):
-        logits(model, inputs)
-        raise RuntimeError("boom")
-    assert untouched(model)
-    assert torch.equal(logits(model, inputs), baseline)
 
 
 STEPS = 4

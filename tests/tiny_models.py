@@ -15,7 +15,6 @@ from mmaccel.models.tiny.families import (
     Rows,
     TinyFamily,
     anyres_rows,
-    anyres_units,
     available_families,
     budget_units,
     llava_rows,
@@ -42,7 +41,7 @@ VIDEO_TOKEN = VIDEO
 __all__ = [
     "ANYRES_SIZE", "BOS", "EOS", "FAMILIES", "GENERATE_KWARGS", "IMAGE_SIZE", "IMAGE_TOKEN", "PAD", "PATCH",
     "QWEN_GRID", "TOKENS_PER_IMAGE", "VIDEO_TOKEN", "VISION_END", "VISION_START", "Rows", "TinyFamily",
-    "anyres_rows", "anyres_units", "available_families", "batch_inputs", "budget_units", "build_tiny_llava",
+    "anyres_rows", "available_families", "batch_inputs", "budget_units", "build_tiny_llava",
     "llava_rows", "prompt_ids", "qwen_rows", "siglip_llava", "single_inputs", "tiny_llava", "tokens_per_image",
 ]  # fmt: skip
 

@@ -142,7 +142,7 @@ def test_cls_substitute_needs_per_image_attention_calls():
         mmaccel.methods.get_method("fastervlm")(budget=4).validate(FlashTower(adapter.model))
 
 
-# -- the contract -------------------------------------------------------------------------------------------------
+# -- budgets on items of different sizes (the rest of the contract: tests/engine/test_contract.py, with video) ------
 def _apply(model, method, budget):
     return mmaccel.apply(model, method, budget=budget, **METHOD_MATRIX[method])
 
@@ -152,21 +152,6 @@ def _supported(method):
         pytest.skip("raises NotSupportedError on this family (tested above)")
     if method in BEFORE_PROCESSOR:
         pytest.skip("acts on the images before the processor: tests/methods/test_downsample.py")
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", METHODS)
-def test_keep_all_budget_is_bit_identical(family, method):
-    _supported(method)
-    model = build(family)
-    inputs = batch(video=True)
-    expected, expected_tokens = logits_of(model, inputs), model.generate(**inputs, max_new_tokens=4, **GENERATE_KWARGS)
-    with _apply(model, method, 1.0) as session:
-        got = logits_of(model, inputs)
-        tokens = model.generate(**inputs, max_new_tokens=4, **GENERATE_KWARGS)
-    assert torch.equal(got, expected) and torch.equal(tokens, expected_tokens)
-    for stats, n_image in zip(session.last_call.stats, TOKENS):
-        assert stats.llm_input_tokens == stats.visual_tokens == n_image + 8
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -186,57 +171,6 @@ def test_kept_count_equals_budget_per_item(family, method):
         else:
             assert stats.stages["vision_output"] == (n_image, BUDGET)
             assert stats.layer_tokens == [BUDGET] * 4
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", METHODS)
-def test_batch_of_two_equals_single_runs(family, method):
-    _supported(method)
-    model = build(family)
-    inputs = batch(video=True, seed=3)
-    with _apply(model, method, BUDGET):
-        out = generate(model, inputs)
-        for row, single in enumerate(split_rows(inputs)):
-            ref = generate(model, single)
-            start = inputs["input_ids"].shape[1]
-            assert torch.equal(out.sequences[row, start:], ref.sequences[0, single["input_ids"].shape[1] :])
-            for step_batch, step_single in zip(out.logits, ref.logits):
-                torch.testing.assert_close(step_batch[row], step_single[0], atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", METHODS)
-def test_same_inputs_same_keep_indices(family, method):
-    _supported(method)
-    model = build(family)
-    keeps = []
-    for _ in range(2):
-        with _apply(model, method, BUDGET) as session:
-            logits_of(model, batch())
-        call = session.last_call
-        keeps.append([*call.visual_keep, *(t for rows in call.llm_keep.values() for t in rows)])
-    assert keeps[0] and all(torch.equal(a, b) for a, b in zip(*keeps))
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", METHODS)
-def test_model_restored_after_exit_and_after_error(family, method):
-    _supported(method)
-    model = build(family)
-    inputs = batch()
-    baseline, hooks = logits_of(model, inputs), hook_count(model)
-    implementations = (model.config.text_config._attn_implementation, model.config.vision_config._attn_implementation)
-    with _apply(model, method, BUDGET):
-        pruned = logits_of(model, inputs)
-    assert pruned.shape[1] < baseline.shape[1] or not torch.equal(pruned, baseline)
-    with pytest.raises(RuntimeError, match="boom"), _apply(model, method, BUDGET):
-        logits_of(model, inputs)
-        raise RuntimeError("boom")
-    assert hook_count(model) == hooks
-    assert (model.config.text_config._attn_implementation, model.config.vision_config._attn_implementation) == (
-        implementations
-    )
-    assert torch.equal(logits_of(model, inputs), baseline)
 
 
 # -- positions: reduced runs equal uncompressed runs whose 4-D mask hides the dropped tokens -------------------------

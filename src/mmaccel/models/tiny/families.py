@@ -43,17 +43,27 @@ class TinyFamily:
     adapter: str
     build: Callable[..., Any]
     inputs: Callable[[Any, Rows], dict[str, torch.Tensor]]
-    # Per image of a batch, the token counts a budget applies to separately (anyres tiles); None: whole images.
-    # Tokens of an image outside its units (anyres newlines) are structural: always kept, not counted as visual.
-    units: Callable[[Any, dict[str, torch.Tensor]], list[list[int]]] | None = None
 
 
 def budget_units(model, family: TinyFamily, inputs: dict[str, torch.Tensor]) -> list[list[int]]:
-    """Per image of ``inputs``, the token counts its budget applies to (the whole image but for anyres tiles)."""
-    if family.units is not None:
-        return family.units(model, inputs)
-    n_image = tokens_per_image(model, family)
-    return [[n_image]] * (int((inputs["input_ids"] == TINY_IMAGE_TOKEN).sum()) // n_image)
+    """Per visual item of ``inputs`` (images and videos, in batch and sequence order), the token counts its
+    budget applies to separately: the units of the adapter's layouts (an image, an anyres tile, a video frame or
+    frame group). Tokens outside every unit (anyres newlines) are structural: always kept, not counted."""
+    from mmaccel.engine.sequence import visual_layout
+    from mmaccel.models.registry import adapter_for
+
+    adapter = adapter_for(model)
+    input_ids = inputs["input_ids"]
+    names, layouts, counts = {}, {}, {}
+    for modality, token in adapter.visual_token_ids().items():
+        if not bool((input_ids == token).any()):
+            continue
+        keys = adapter.image_input_keys if modality == "image" else adapter.video_input_keys
+        n_items = len(inputs[keys[0]]) if keys[0] in inputs else 0
+        names[token], layouts[token] = modality, adapter.visual_layouts(modality, inputs, n_items)
+        counts[token] = [layout.n_tokens for layout in layouts[token]]
+    placed = visual_layout(input_ids, counts, names)
+    return [layouts[token][k].unit_sizes() for token, k in placed.items]
 
 
 def tokens_per_image(model, family: TinyFamily) -> int:
@@ -72,14 +82,16 @@ def _batch(rows: list[list[torch.Tensor]], images: list[dict[str, torch.Tensor]]
         input_ids[row, length - prompt.numel() :] = prompt
         attention_mask[row, length - prompt.numel() :] = 1
     out = {"input_ids": input_ids, "attention_mask": attention_mask}
-    for key in images[0] if images else ():
-        out[key] = torch.cat([image[key] for image in images])
-    if "image_grid_thw" in out:  # Qwen: 0 text, 1 image (required by get_rope_index)
-        out["mm_token_type_ids"] = (input_ids == TINY_IMAGE_TOKEN).int()
+    keys = dict.fromkeys(key for item in images for key in item)  # images' keys, then videos', in order
+    for key in keys:
+        out[key] = torch.cat([item[key] for item in images if key in item])
+    if "image_grid_thw" in out:  # Qwen: 0 text, 1 image, 2 video (required by get_rope_index)
+        out["mm_token_type_ids"] = (input_ids == TINY_IMAGE_TOKEN).int() + 2 * (input_ids == TINY_VIDEO_TOKEN).int()
     return out
 
 
-def _rows(model, rows: Rows, image_ids: list[int], make_image) -> dict[str, torch.Tensor]:
+def _rows(model, rows: Rows, image_ids: list[int], make_image, video=None) -> dict[str, torch.Tensor]:
+    """``video``: (placeholder ids, maker) of one video that closes every row's visual items."""
     pieces, images = [], []
     for n_images, seed in rows:
         generator = torch.Generator().manual_seed(seed)
@@ -90,6 +102,10 @@ def _rows(model, rows: Rows, image_ids: list[int], make_image) -> dict[str, torc
                 row.append(torch.randint(3, 90, (1,), generator=generator))
             row.append(torch.tensor(image_ids))
             images.append(make_image(generator))
+        if video is not None:
+            video_ids, make_video = video
+            row += [torch.randint(3, 90, (1,), generator=generator), torch.tensor(video_ids)]
+            images.append(make_video(generator))
         row.append(torch.randint(3, 90, (after,), generator=generator))
         pieces.append(row)
     return _batch(pieces, images, model)
@@ -111,7 +127,8 @@ def llava_rows(model, rows: Rows) -> dict[str, torch.Tensor]:
 ANYRES_SIZE = (32, 64)  # (height, width) of every LLaVA-NeXT / OneVision test image: base tile + 2 grid tiles
 
 
-def anyres_rows(model, rows: Rows) -> dict[str, torch.Tensor]:
+def anyres_rows(model, rows: Rows, video: bool = False) -> dict[str, torch.Tensor]:
+    """``video`` (OneVision): a video of ``VIDEO_FRAMES`` frames closes every row."""
     side = model.config.vision_config.image_size
     n_tiles = 1 + (ANYRES_SIZE[0] // side) * (ANYRES_SIZE[1] // side)
 
@@ -122,13 +139,25 @@ def anyres_rows(model, rows: Rows) -> dict[str, torch.Tensor]:
     probe = make_image(torch.Generator().manual_seed(0))
     with torch.no_grad():
         features = model.model.get_image_features(**probe).pooler_output
-    return _rows(model, rows, [TINY_IMAGE_TOKEN] * sum(f.shape[0] for f in features), make_image)
+    image_ids = [TINY_IMAGE_TOKEN] * sum(f.shape[0] for f in features)
+    if not video:
+        return _rows(model, rows, image_ids, make_image)
+
+    def make_video(generator):
+        return {"pixel_values_videos": torch.randn(1, VIDEO_FRAMES, 3, side, side, generator=generator)}
+
+    with torch.no_grad():
+        n_video = model.model.get_video_features(**make_video(torch.Generator())).pooler_output[0].shape[0]
+    return _rows(model, rows, image_ids, make_image, video=([TINY_VIDEO_TOKEN] * n_video, make_video))
 
 
+VIDEO_FRAMES = 2  # frames of every OneVision test video
+QWEN_VIDEO_GRID = (2, 8, 8)  # (t, h, w) patches of every Qwen test video: 2 frame groups of 16 tokens
 QWEN_GRID = (1, 8, 8)  # (t, h, w) patches of every Qwen test image: 16 tokens after the 2x2 merge
 
 
-def qwen_rows(model, rows: Rows) -> dict[str, torch.Tensor]:
+def qwen_rows(model, rows: Rows, video: bool = False) -> dict[str, torch.Tensor]:
+    """``video``: a video of grid ``QWEN_VIDEO_GRID`` closes every row."""
     vision = model.config.vision_config
     n_patches = QWEN_GRID[0] * QWEN_GRID[1] * QWEN_GRID[2]
     channels = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
@@ -138,28 +167,33 @@ def qwen_rows(model, rows: Rows) -> dict[str, torch.Tensor]:
         pixels = torch.randn(n_patches, channels, generator=generator)
         return {"pixel_values": pixels, "image_grid_thw": torch.tensor([QWEN_GRID])}
 
-    return _rows(model, rows, [TINY_VISION_START, *[TINY_IMAGE_TOKEN] * n_tokens, TINY_VISION_END], make_image)
+    image_ids = [TINY_VISION_START, *[TINY_IMAGE_TOKEN] * n_tokens, TINY_VISION_END]
+    if not video:
+        return _rows(model, rows, image_ids, make_image)
+    video_patches = QWEN_VIDEO_GRID[0] * QWEN_VIDEO_GRID[1] * QWEN_VIDEO_GRID[2]
 
+    def make_video(generator):
+        pixels = torch.randn(video_patches, channels, generator=generator)
+        return {"pixel_values_videos": pixels, "video_grid_thw": torch.tensor([QWEN_VIDEO_GRID])}
 
-def anyres_units(model, inputs: dict[str, torch.Tensor]) -> list[list[int]]:
-    """Patch tokens of each tile of each image (the adapter's tile layout; newlines are outside the tiles)."""
-    from mmaccel.models.registry import adapter_for
-
-    layouts = adapter_for(model).visual_layouts(
-        "image", {"image_sizes": inputs["image_sizes"]}, len(inputs["image_sizes"])
-    )
-    return [[len(layout.positions(unit)) for unit in layout.grids] for layout in layouts]
+    video_tokens = video_patches // vision.spatial_merge_size**2
+    video_ids = [TINY_VISION_START, *[TINY_VIDEO_TOKEN] * video_tokens, TINY_VISION_END]
+    return _rows(model, rows, image_ids, make_image, video=(video_ids, make_video))
 
 
 # Adding a family is one line: its adapter's name, a builder and a prompt builder.
 FAMILIES: dict[str, TinyFamily] = {
     "llava": TinyFamily("llava", partial(tiny_llava, **SMALL_LLAVA), llava_rows),
     "siglip_llava": TinyFamily("llava", partial(siglip_llava, layers=4), llava_rows),
-    "llava_next": TinyFamily("llava_next", tiny_llava_next, anyres_rows, units=anyres_units),
-    "llava_onevision": TinyFamily("llava_onevision", tiny_llava_onevision, anyres_rows, units=anyres_units),
+    "llava_next": TinyFamily("llava_next", tiny_llava_next, anyres_rows),
+    "llava_onevision": TinyFamily("llava_onevision", tiny_llava_onevision, anyres_rows),
+    "llava_onevision+video": TinyFamily("llava_onevision", tiny_llava_onevision, partial(anyres_rows, video=True)),
     "qwen2_vl": TinyFamily("qwen2_vl", partial(tiny_qwen2_vl, mrope_section=TEST_MROPE_SECTION), qwen_rows),
     "qwen2_5_vl": TinyFamily(
         "qwen2_5_vl", partial(tiny_qwen2_5_vl, mrope_section=TEST_MROPE_SECTION, vision_depth=2), qwen_rows
+    ),
+    "qwen2_vl+video": TinyFamily(
+        "qwen2_vl", partial(tiny_qwen2_vl, mrope_section=TEST_MROPE_SECTION), partial(qwen_rows, video=True)
     ),
 }
 
