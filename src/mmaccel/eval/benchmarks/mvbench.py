@@ -124,10 +124,10 @@ def load_mvbench(root: Path, split: str | None) -> tuple[list[Sample], dict[str,
         task_samples = _read_task(root, name, path)
         per_task[name] = len(task_samples)
         samples.extend(task_samples)
-    if not per_task:
-        raise DataError(f"{root}: no MVBench task file (json/<task>.json, e.g. json/action_sequence.json)")
     if absent and split is not None:
         raise DataError(f"{root}: no task file for {', '.join(absent)} (looked in json/ and the top level)")
+    if not per_task:
+        raise DataError(f"{root}: no MVBench task file (json/<task>.json, e.g. json/action_sequence.json)")
     if absent:
         log.warning("%s: %d of 20 MVBench tasks have no file (%s); scoring the others", root, len(absent),
                     ", ".join(absent))  # fmt: skip
