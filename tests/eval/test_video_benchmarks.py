@@ -81,14 +81,16 @@ def test_videomme_official_leaves_unparsed_out_lmms_eval_counts_them():
     assert official["counted"] == 4 and official["unparsed"] == 1 and official["n"] == 5
     assert official["accuracy"] == pytest.approx(50.0)  # 2 of 4 counted
     assert official["short"] == pytest.approx(50.0)  # 1 of 2 counted; the unparsed one left out
-    assert official["by_duration"]["short"] == {"accuracy": 50.0, "correct": 1, "counted": 2, "n": 3}
+    assert official["by_duration"]["short"] == 50.0
+    assert official["counted_by_duration"] == {"short": 2, "medium": 1, "long": 1}
     assert official["medium"] == 100.0 and official["long"] == 0.0
-    assert official["by_task_type"]["OCR Problems"]["accuracy"] == 100.0  # 1 of 1 counted
+    assert official["by_task_type"]["OCR Problems"] == 100.0  # 1 of 1 counted
     assert list(official["by_task_type"]) == ["OCR Problems", "Counting Problem"]  # the reference's order
     lmms = bench.aggregate([bench.score(s, p, "lmms_eval") for s, p in items], "lmms_eval")
     assert lmms["counted"] == 5
     assert lmms["accuracy"] == pytest.approx(60.0)  # 001-2 read as A; the unparsed one counts as wrong
-    assert lmms["by_task_type"]["OCR Problems"]["accuracy"] == 50.0
+    assert lmms["by_task_type"]["OCR Problems"] == 50.0
+    assert lmms["counted_by_duration"] == {"short": 3, "medium": 1, "long": 1}
     legacy = get_benchmark("videomme")
     legacy.lmms_eval_rule = "legacy"
     assert legacy.score(items[0][0], "Answer: C", "lmms_eval")["parsed"] == "A"  # the A of "Answer"
@@ -306,8 +308,8 @@ def test_mvbench_average_is_the_mean_of_task_accuracies(tmp_path):
         [("action_sequence/0", "(B) Took the cup."), ("action_sequence/1", "B"), ("episodic_reasoning/0", "B)")],
     )
     result = score_predictions("mvbench", root, predictions, protocol="official")["metrics"]
-    assert result["by_task"]["Action Sequence"]["accuracy"] == 50.0
-    assert result["by_task"]["Episodic Reasoning"]["accuracy"] == 100.0
+    assert result["by_task"] == {"Action Sequence": 50.0, "Episodic Reasoning": 100.0}
+    assert result["n_by_task"] == {"Action Sequence": 2, "Episodic Reasoning": 1}
     assert result["average"] == 75.0  # mean of 50 and 100
     assert result["overall"] == pytest.approx(200 / 3)  # 2 of 3 questions
     assert result["tasks"] == 2
@@ -412,7 +414,7 @@ def test_nextqa_accuracy_per_type_and_category(tmp_path):
     assert official["accuracy"] == 75.0
     assert official["causal"] == 50.0 and official["descriptive"] == 100.0
     assert official["temporal"] == pytest.approx(200 / 3)  # TN and TC right, TP (counted as TN) unread
-    assert official["by_type"]["TN"] == {"accuracy": 50.0, "correct": 1, "counted": 2, "n": 2}
+    assert official["by_type"]["TN"] == 50.0 and official["n_by_type"]["TN"] == 2
     assert list(official["by_type"]) == ["CW", "CH", "TN", "TC", "DC", "DL", "DO"]
     assert official["unparsed"] == 1
     lmms = score_predictions("nextqa", root, predictions, protocol="lmms_eval")["metrics"]

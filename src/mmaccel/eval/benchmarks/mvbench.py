@@ -24,7 +24,13 @@ from mmaccel.eval.benchmarks.base import Sample
 from mmaccel.eval.benchmarks.loaders import read_json
 from mmaccel.eval.benchmarks.mcq import mvbench_check_ans, mvbench_lmms_eval_correct
 from mmaccel.eval.benchmarks.registry import register_benchmark
-from mmaccel.eval.benchmarks.video_common import VideoBenchmark, accuracy_table, first_existing, percent
+from mmaccel.eval.benchmarks.video_common import (
+    VideoBenchmark,
+    accuracy_table,
+    count_table,
+    first_existing,
+    percent,
+)
 
 __all__ = ["TASKS", "MVBench", "load_mvbench"]
 
@@ -176,7 +182,7 @@ class MVBench(VideoBenchmark):
         """``average`` (mean of the per-task accuracies), ``overall`` (pooled) and ``by_task``."""
         self.check(protocol)
         by_task = accuracy_table(rows, "task", TASKS)
-        accuracies = [entry["accuracy"] for entry in by_task.values()]
+        accuracies = list(by_task.values())
         return {
             "headline": "average",
             "average": sum(accuracies) / len(accuracies) if accuracies else 0.0,
@@ -184,4 +190,5 @@ class MVBench(VideoBenchmark):
             "tasks": len(by_task),
             "n": len(rows),
             "by_task": by_task,
+            "n_by_task": count_table(rows, "task", TASKS),
         }

@@ -25,7 +25,13 @@ from mmaccel.eval.benchmarks.base import LETTER_SUFFIX, Sample
 from mmaccel.eval.benchmarks.loaders import read_json
 from mmaccel.eval.benchmarks.mcq import leading_letter, parse_multi_choice_response
 from mmaccel.eval.benchmarks.registry import register_benchmark
-from mmaccel.eval.benchmarks.video_common import VideoBenchmark, accuracy_table, first_existing, percent
+from mmaccel.eval.benchmarks.video_common import (
+    VideoBenchmark,
+    accuracy_table,
+    count_table,
+    first_existing,
+    percent,
+)
 
 __all__ = ["CATEGORIES", "TYPE_NAMES", "NExTQA", "load_nextqa"]
 
@@ -146,9 +152,10 @@ class NExTQA(VideoBenchmark):
         return {
             "headline": "accuracy",
             "accuracy": percent(sum(r["correct"] for r in rows), len(rows)),
-            **{name: entry["accuracy"] for name, entry in by_category.items()},
+            **by_category,
             "n": len(rows),
             "unparsed": sum(1 for r in rows if r["parsed"] is None),
             "by_category": by_category,
             "by_type": accuracy_table(rows, "type", TYPE_NAMES),
+            "n_by_type": count_table(rows, "type", TYPE_NAMES),
         }

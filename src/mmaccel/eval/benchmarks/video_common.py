@@ -22,6 +22,7 @@ __all__ = [
     "VIDEO_PROTOCOLS",
     "VideoBenchmark",
     "accuracy_table",
+    "count_table",
     "first_existing",
     "percent",
     "read_srt",
@@ -37,28 +38,30 @@ def percent(correct: float, count: int) -> float:
     return 100.0 * correct / count if count else 0.0
 
 
-def accuracy_table(rows: Iterable[dict[str, Any]], key: str, order: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
-    """Per value of ``row[key]``: ``{"accuracy", "correct", "counted", "n"}`` over the rows with ``counted``.
-
-    ``n`` is every row of the group; ``counted`` the rows in the denominator (all, unless a protocol leaves
-    unparsed answers out). Groups named in ``order`` come first, in that order; the rest sorted.
-    """
+def _groups(rows: Iterable[dict[str, Any]], key: str, order: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[str(row[key])].append(row)
+    order = list(order)
     names = [name for name in order if name in groups] + sorted(set(groups) - set(order))
+    return {name: groups[name] for name in names}
+
+
+def accuracy_table(rows: Iterable[dict[str, Any]], key: str, order: Iterable[str] = ()) -> dict[str, float]:
+    """Accuracy per value of ``row[key]``, in percent over the rows of the group with ``counted`` set.
+
+    Groups named in ``order`` come first, in that order; the others follow sorted.
+    """
     table = {}
-    for name in names:
-        members = groups[name]
+    for name, members in _groups(rows, key, order).items():
         counted = [r for r in members if r["counted"]]
-        correct = sum(r["correct"] for r in counted)
-        table[name] = {
-            "accuracy": percent(correct, len(counted)),
-            "correct": int(correct),
-            "counted": len(counted),
-            "n": len(members),
-        }
+        table[name] = percent(sum(r["correct"] for r in counted), len(counted))
     return table
+
+
+def count_table(rows: Iterable[dict[str, Any]], key: str, order: Iterable[str] = ()) -> dict[str, int]:
+    """Number of rows with ``counted`` set per value of ``row[key]`` (the denominators of :func:`accuracy_table`)."""
+    return {name: sum(1 for r in members if r["counted"]) for name, members in _groups(rows, key, order).items()}
 
 
 def first_existing(candidates: list[Path]) -> Path:

@@ -29,6 +29,7 @@ from mmaccel.eval.benchmarks.registry import register_benchmark
 from mmaccel.eval.benchmarks.video_common import (
     VideoBenchmark,
     accuracy_table,
+    count_table,
     first_existing,
     percent,
     subtitle_text,
@@ -227,12 +228,13 @@ class VideoMME(VideoBenchmark):
         return {
             "headline": "accuracy",
             "accuracy": percent(sum(r["correct"] for r in counted), len(counted)),
-            **{d: by_duration[d]["accuracy"] for d in DURATIONS if d in by_duration},
+            **{d: value for d, value in by_duration.items() if d in DURATIONS},
             "n": len(rows),
             "counted": len(counted),
             "unparsed": sum(1 for r in rows if r["parsed"] == ""),
             "subtitles": self.subtitles,
             "by_duration": by_duration,
+            "counted_by_duration": count_table(rows, "duration", DURATIONS),
             "by_task_type": accuracy_table(rows, "task_type", TASK_TYPES),
             "by_domain": accuracy_table(rows, "domain", DOMAINS),
             "by_sub_category": accuracy_table(rows, "sub_category"),
