@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -e ".[eval,dev]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -e ".[eval,dev,video]" "$(TORCH_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)

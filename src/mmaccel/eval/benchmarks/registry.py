@@ -23,6 +23,7 @@ def register_benchmark(cls: type[Benchmark]) -> type[Benchmark]:
 
 def _ensure_builtins() -> None:
     import mmaccel.eval.benchmarks  # noqa: F401  (importing the package registers the built-in benchmarks)
+    from mmaccel.eval.benchmarks import mvbench, nextqa, videomme  # noqa: F401  (the video benchmarks)
 
 
 def get_benchmark(name: str) -> Benchmark:
