@@ -376,8 +376,7 @@ class Session:
             kwargs["position_ids"] = positions
         return positions
 
-
-    # -- full-sequence calls without a cache (use_cache=False) --------------------------------------------------------
+    # -- full-sequence calls without a cache (use_cache=False) ---------------------------------------------------
     @staticmethod
     def _continues(sequence: _Sequence, kwargs: dict[str, Any]) -> bool:
         """Whether a call without a cache is the last (uncached) prompt followed by new tokens, with the same
