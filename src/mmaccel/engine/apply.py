@@ -497,6 +497,12 @@ def apply(
     number of visual tokens kept per image, a float in (0, 1] the fraction kept. Everything is validated before
     the model is touched; on exit (also when the block raises) every hook is removed and the attention
     implementation restored, so the model computes exactly what it computed before.
+
+    The returned :class:`Session` is open at once and single-use: one ``with`` block (or ``session.close()``)
+    ends it, and entering it again raises :class:`~mmaccel.errors.ConfigError`; call ``apply`` again instead.
+    Inside it, ``model.generate`` supports greedy and sampled decoding, beam search, ``num_return_sequences``,
+    ``use_cache=False`` and prompt-lookup decoding; assisted decoding with an ``assistant_model``, static caches
+    and chunked prefill raise :class:`~mmaccel.errors.NotSupportedError` before the model runs.
     """
     instance = build_method(method, budget, **hyperparams)
     adapter = adapter_for(model)
