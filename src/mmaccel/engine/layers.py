@@ -335,15 +335,17 @@ class LayerStage:
         return hidden
 
     @staticmethod
-    def _order(kept: torch.Tensor, reduction: LayerReduction | None, hidden: torch.Tensor):
+    def _order(keep: torch.Tensor | list[torch.Tensor], reduction: LayerReduction | None, hidden: torch.Tensor):
         """The new sequence of every row as left-packed indices into [input (L) ; merged tokens (M)], the merged
         hidden states (B, M, D) and the source position of each merged token (B, M) (0 in unused slots).
 
-        ``kept``: (B, L) bool, the input tokens kept; ``reduction``: the batched :class:`LayerReduction` when the
-        method merges.
+        ``keep``: the input tokens kept ((B, L) bool or kept positions per row); ``reduction``: the method's
+        :class:`LayerReduction` when it merges (either form).
         """
         batch, length, dim = hidden.shape
+        kept = keep.to(hidden.device) if isinstance(keep, torch.Tensor) else keep_mask(keep, length)
         if reduction is not None:
+            reduction = reduction.batched(length)
             weights, before, source = reduction.weights, reduction.before, reduction.source
             assert isinstance(weights, torch.Tensor)
             assert isinstance(before, torch.Tensor) and isinstance(source, torch.Tensor)
