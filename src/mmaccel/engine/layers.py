@@ -12,6 +12,11 @@ A method may also insert merged tokens (a :class:`LayerReduction`): they are bui
 hidden states, placed where the method says, and take the image (and, with original positions, the RoPE
 position) of a source token. Query tokens a method picks once from the layer-0 input (``select_queries``) are
 followed through every pruning by their layer-0 position (``origin``; -1 for merged tokens).
+
+Every pruning layer's decision (kept tokens, merges) is recorded. A call without a cache that re-runs the
+prompt followed by new tokens (``generate(use_cache=False)``) replays them (:meth:`LayerStage.replay`): the
+prompt's tokens are kept, merged and placed as in the prefill, the new tokens are kept, and the method is not
+asked again, so the new tokens see exactly what a cached decode sees.
 """
 
 from __future__ import annotations
@@ -77,6 +82,29 @@ class KeptPositions(Sequence):
 
 
 @dataclass
+class LayerDecision:
+    """What a pruning layer did to its input of L tokens: ``kept`` (B, L) bool, and the batched merges."""
+
+    kept: torch.Tensor
+    reduction: LayerReduction | None
+
+    def extended(self, length: int) -> LayerDecision:
+        """The same decision for the input followed by ``length - L`` new tokens, all kept, never merged into."""
+        extra = length - self.kept.shape[1]
+        if extra == 0:
+            return self
+        kept = torch.cat([self.kept, self.kept.new_ones(self.kept.shape[0], extra)], dim=1)
+        reduction = self.reduction
+        if reduction is not None:
+            weights = reduction.weights
+            assert isinstance(weights, torch.Tensor)
+            weights = torch.cat([weights, weights.new_zeros(*weights.shape[:2], extra)], dim=2)  # (B, M, length)
+            # a merged token placed at the end of the prompt (before = L) stays before the new tokens
+            reduction = LayerReduction(keep=kept, weights=weights, before=reduction.before, source=reduction.source)
+        return LayerDecision(kept=kept, reduction=reduction)
+
+
+@dataclass
 class LayerState:
     """Per-sequence state of in-LLM pruning (prefill, then its decode steps)."""
 
@@ -96,6 +124,8 @@ class LayerState:
     decode_mask2d: torch.Tensor | None = None  # decode: the caller's 2-D mask (B, prompt_length + t) or None
     decode_positions: torch.Tensor | None = None  # decode: (B, q) or (R, B, q) positions of the new tokens
     per_forward: dict[Any, Any] = field(default_factory=dict)  # decode: masks/rope built once per forward
+    decisions: dict[int, LayerDecision] = field(default_factory=dict)  # pruning layer -> what it did
+    replay: dict[int, LayerDecision] | None = None  # a replayed prefill: the recorded decisions to apply
 
 
 class LayerStage:
@@ -144,6 +174,17 @@ class LayerStage:
         for stats, n_visual in zip(context.stats, (visual_index >= 0).sum(1).tolist()):
             stats.layer_tokens = [n_visual] * self.n_layers
 
+    def replay(self, recorded: LayerState, visual_index, mask2d, positions) -> None:
+        """A call without a cache over ``recorded``'s prompt followed by new tokens (``visual_index`` -1 there):
+        every pruning layer applies the prefill's decision to the prompt and keeps the new tokens. The record
+        of the prefill (its context) is left as it was."""
+        from mmaccel.engine.context import SampleStats, TokenContext
+
+        stats = [SampleStats(images=s.images, visual_tokens=s.visual_tokens) for s in recorded.context.stats]
+        self.start(TokenContext(stats=stats), None, visual_index, mask2d, positions)
+        assert self.state is not None
+        self.state.replay = recorded.decisions
+
     def decode(self, mask2d: torch.Tensor | None, positions: torch.Tensor) -> None:
         state = self.state
         assert state is not None
@@ -158,7 +199,7 @@ class LayerStage:
     # -- query tokens and the probe ------------------------------------------------------------------------------
     def _select_queries(self, module, args, kwargs):
         state = self.state
-        if state is None or state.phase != "prefill" or state.query_mask is not None:
+        if state is None or state.phase != "prefill" or state.query_mask is not None or state.replay is not None:
             return None
         hidden = args[0] if args else kwargs["hidden_states"]  # (B, L0, D) the layer-0 input
         state.query_mask = self.method.select_queries(self._tokens(0, hidden, state, kwargs))  # (B, L0) bool
@@ -177,7 +218,7 @@ class LayerStage:
     def _make_probe(self, layer: int):
         def probe(module, query, key, mask, scaling) -> None:
             state = self.state
-            if state is None or state.phase != "prefill":
+            if state is None or state.phase != "prefill" or state.replay is not None:
                 return
             rows = self._query_rows(state)  # (B, R)
             probs = attention_rows(query, key, rows.clamp(min=0), scaling, mask)  # (B, H, R, L)
@@ -224,17 +265,38 @@ class LayerStage:
     def _rope(state: LayerState, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return state.override["position_embeddings"] if state.override else kwargs["position_embeddings"]
 
-    def _prune(self, index: int, hidden: torch.Tensor, kwargs: dict[str, Any], state: LayerState) -> torch.Tensor:
+    def _decide(self, index: int, hidden: torch.Tensor, kwargs: dict[str, Any], state: LayerState):
+        """The layer's decision on its (B, L, D) input, or None when it keeps everything; recorded for replay."""
+        if state.replay is not None:
+            recorded = state.replay.get(index)
+            return None if recorded is None else recorded.extended(hidden.shape[1])
         tokens = self._tokens(index, hidden, state, kwargs)
         # The budget applies to each image as it entered the language model, whatever earlier layers kept.
         counts = set(state.entry_counts.flatten().tolist())  # one host read for the whole batch
         if all(self.method.keeps_all(n) for n in counts if n > 0):
+            return None
+        result = self.method.prune_layer(tokens)
+        length = hidden.shape[1]
+        if isinstance(result, LayerReduction):
+            state.context.llm_merges[index] = result
+            reduction = result.batched(length)
+            assert isinstance(reduction.keep, torch.Tensor)
+            decision = LayerDecision(kept=reduction.keep.to(hidden.device), reduction=reduction)
+        else:
+            assert isinstance(result, (torch.Tensor, list))
+            kept = result.to(hidden.device) if isinstance(result, torch.Tensor) else keep_mask(result, length)
+            decision = LayerDecision(kept=kept, reduction=None)
+        state.decisions[index] = decision
+        return decision
+
+    def _prune(self, index: int, hidden: torch.Tensor, kwargs: dict[str, Any], state: LayerState) -> torch.Tensor:
+        decision = self._decide(index, hidden, kwargs, state)
+        if decision is None:
             everything = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)  # (B, L)
             self._record(index, state, KeptPositions(everything))
             return hidden
-        result = self.method.prune_layer(tokens)
-        reduction = result if isinstance(result, LayerReduction) else None
-        order, merged, source = self._order(result, reduction, hidden)  # packed order, (B, M, D), (B, M)
+        reduction = decision.reduction
+        order, merged, source = self._order(decision.kept, reduction, hidden)  # packed order, (B, M, D), (B, M)
         keep, slot_valid = order.keep, order.valid  # (B, L') into [input (L) ; merged (M)], (B, L')
 
         def extend(x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:  # (B, L, ...) + (B, M, ...)
@@ -270,31 +332,28 @@ class LayerStage:
         state.override = {"position_embeddings": (cos, sin), "attention_mask": mask, "position_ids": None}
         state.stages.append(StageRecord(layer=index, prompt_mask=state.mask2d, shift=shift))
         self._record(index, state, KeptPositions(order.kept))
-        if reduction is not None:
-            state.context.llm_merges[index] = reduction
         return hidden
 
     @staticmethod
-    def _order(keep: object, reduction: LayerReduction | None, hidden: torch.Tensor):
+    def _order(keep: torch.Tensor | list[torch.Tensor], reduction: LayerReduction | None, hidden: torch.Tensor):
         """The new sequence of every row as left-packed indices into [input (L) ; merged tokens (M)], the merged
         hidden states (B, M, D) and the source position of each merged token (B, M) (0 in unused slots).
 
-        ``keep``: what the method's ``prune_layer`` returned when it merges nothing ((B, L) bool or kept positions
-        per row); ``reduction``: its :class:`LayerReduction` when it does.
+        ``keep``: the input tokens kept ((B, L) bool or kept positions per row); ``reduction``: the method's
+        :class:`LayerReduction` when it merges (either form).
         """
         batch, length, dim = hidden.shape
+        kept = keep.to(hidden.device) if isinstance(keep, torch.Tensor) else keep_mask(keep, length)
         if reduction is not None:
             reduction = reduction.batched(length)
-            kept, weights, before, source = reduction.keep, reduction.weights, reduction.before, reduction.source
-            assert isinstance(kept, torch.Tensor) and isinstance(weights, torch.Tensor)
+            weights, before, source = reduction.weights, reduction.before, reduction.source
+            assert isinstance(weights, torch.Tensor)
             assert isinstance(before, torch.Tensor) and isinstance(source, torch.Tensor)
-            kept, before, source = kept.to(hidden.device), before.to(hidden.device), source.to(hidden.device)
+            before, source = before.to(hidden.device), source.to(hidden.device)
             merged = torch.bmm(weights.to(hidden), hidden)  # (B, M, L) @ (B, L, D) -> (B, M, D)
             used = source >= 0  # (B, M)
             source = source.clamp(min=0)
         else:
-            assert isinstance(keep, (torch.Tensor, list))
-            kept = keep.to(hidden.device) if isinstance(keep, torch.Tensor) else keep_mask(keep, length)
             merged = hidden.new_zeros(batch, 0, dim)
             before = source = torch.zeros(batch, 0, dtype=torch.long, device=hidden.device)
             used = torch.zeros(batch, 0, dtype=torch.bool, device=hidden.device)

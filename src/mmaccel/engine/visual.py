@@ -56,7 +56,9 @@ class EncoderCall:
     arguments: dict[str, Any]
     captures: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # name -> one tensor per tower unit
     output: Any = None
+    features: list[torch.Tensor] | None = None  # per item (n_i, D): the output as the call returned it
     site_runs: list[ReducedRun] | None = None  # per item: the reduction made at the projector input
+    runs: list[ReducedRun] | None = None  # per item: the reduction made at the language-model call
 
 
 @dataclass
@@ -116,6 +118,7 @@ class VisualStage:
             finally:
                 self._current = previous
             call.output = output
+            call.features = self.adapter.encoder_features(modality, output)  # generate may expand it in place
             self.calls = [*self.calls[-7:], call]  # a few recent calls: generate encodes images, then video
             return output
 
@@ -176,19 +179,33 @@ class VisualStage:
 
     # -- the language-model call -------------------------------------------------------------------------------------
     def prefill(
-        self, kwargs: dict[str, Any], mask2d: torch.Tensor, positions: torch.Tensor, positions_mode: str, pad_id: int
+        self,
+        kwargs: dict[str, Any],
+        mask2d: torch.Tensor,
+        positions: torch.Tensor,
+        positions_mode: str,
+        pad_id: int,
+        expand: int = 1,
     ) -> VisualPrefill:
-        """Encode (if the caller passed raw inputs), lay out every item, reduce, rebuild the prompt."""
+        """Encode (if the caller passed raw inputs), lay out every item, reduce, rebuild the prompt.
+
+        ``expand``: how many times ``generate`` repeated each prompt row (beams, return sequences): rows
+        ``b * expand ... (b + 1) * expand - 1`` are copies of one prompt, encoded once. Each copy gets the items
+        and the reduction of that prompt, exactly as the prompt alone would.
+        """
         kwargs = self._encode(kwargs)
         outputs = dict(kwargs.get("mm_encoder_outputs") or {})
         token_ids = self.adapter.visual_token_ids()
         names = {token: modality for modality, token in token_ids.items()}
         per_modality: dict[str, tuple[list[TileLayout], list[ReducedRun] | None]] = {}
+        input_ids = kwargs["input_ids"]
         for modality in token_ids:
             if outputs.get(modality) is not None:
-                per_modality[modality] = self._lay_out(modality, outputs[modality], kwargs)
+                layouts, runs, recorded = self._lay_out(modality, outputs[modality], kwargs)
+                if recorded and expand > 1:  # the call's items are the prompts' own: copy them per row
+                    layouts, runs = _expanded(input_ids, expand, token_ids[modality], modality, layouts, runs)
+                per_modality[modality] = layouts, runs
         self.calls = []
-        input_ids = kwargs["input_ids"]
         counts = {token_ids[m]: [lay.n_tokens for lay in layouts] for m, (layouts, _) in per_modality.items()}
         items = visual_layout(input_ids, counts, names)  # validates the placeholder runs
         layouts = [per_modality[names[token]][0][k] for token, k in items.items]
@@ -245,9 +262,11 @@ class VisualStage:
         return kwargs
 
     def _lay_out(self, modality: str, output: Any, kwargs: dict[str, Any]):
-        """(layouts, runs or None) of one modality's encoder output."""
-        features = self.adapter.encoder_features(modality, output)
+        """(layouts, runs or None, whether the items are those of a recorded encoder call) of one modality's
+        encoder output. A recorded call is laid out from the features it returned (``generate`` may have
+        repeated them since, per beam or return sequence), and reduced once."""
         call = next((c for c in reversed(self.calls) if c.modality == modality and c.output is output), None)
+        features = call.features if call is not None else self.adapter.encoder_features(modality, output)
         if call is None and self.reduces:
             raise NotSupportedError(
                 f"the {modality} features passed to {self.adapter.name} were computed outside this mmaccel session, "
@@ -262,9 +281,9 @@ class VisualStage:
                 f"so their tile layout is unknown ({error}); pass the raw inputs inside the session"
             ) from error
         if call is not None and call.site_runs is not None:
-            for run, feature in zip(call.site_runs, features):
+            for run, feature in zip(call.site_runs, features, strict=True):
                 run.features = feature[: run.n_out]  # the projected kept tokens, cut from the padded batch
-            return layouts, call.site_runs
+            return layouts, call.site_runs, True
         lengths = [f.shape[0] for f in features]
         if lengths != [layout.n_tokens for layout in layouts]:
             raise NotSupportedError(
@@ -273,8 +292,10 @@ class VisualStage:
                 "(chunked prefill: pass prefill_chunk_size=None) or not made by the model's own encoder"
             )
         if self.reduces and self.site == "encoder_output":
-            return layouts, reduce_units(self.method, self.adapter, features, layouts, call.captures)
-        return layouts, None
+            if call.runs is None:
+                call.runs = reduce_units(self.method, self.adapter, features, layouts, call.captures)
+            return layouts, call.runs, True
+        return layouts, None, call is not None
 
     def _record(self, rows: list[int], layouts, runs, batch: int) -> TokenContext:
         """Per-sample stats and, for a reducing method, per-item kept sources, groups, sizes and frames."""
@@ -320,6 +341,20 @@ def visual_tokens_per_row(adapter: ModelAdapter, inputs: dict[str, Any]) -> list
     for (token, k), row in zip(items.items, items.rows):
         per_row[row] += layouts_of[token][k].n_visual
     return per_row
+
+
+def _expanded(input_ids: torch.Tensor, expand: int, token: int, modality: str, layouts: list, runs: list | None):
+    """The items of one modality for ``input_ids`` (B * expand, N) whose rows repeat each of B prompts ``expand``
+    times, from the items of the B prompts: each row's items in order, repeated per copy (``generate``'s own
+    order for its expanded encoder outputs)."""
+    prompts = input_ids[::expand]  # (B, N)
+    if not torch.equal(input_ids, prompts.repeat_interleave(expand, dim=0)):
+        raise NotSupportedError(f"the expanded prompts of generate are not {expand} copies of each prompt")
+    rows = visual_layout(prompts, {token: [layout.n_tokens for layout in layouts]}, {token: modality}).rows
+    copies = [
+        item for row in range(prompts.shape[0]) for _ in range(expand) for item, of in enumerate(rows) if of == row
+    ]
+    return [layouts[i] for i in copies], None if runs is None else [runs[i] for i in copies]
 
 
 def _run_of(runs: list[ReducedRun] | None, k: int) -> ReducedRun | None:
