@@ -170,7 +170,8 @@ def load_mmbench(root: Path, split: str | None, images: bool) -> tuple[list[Samp
     try:
         samples = _read_mmbench(path, images)
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: byte 0x{error.object[error.start]:02x} is not UTF-8; save the TSV as UTF-8") from None
+        byte = error.object[error.start]
+        raise DataError(f"{path}: byte 0x{byte:02x} is not UTF-8; save the TSV as UTF-8") from None
     questions = len({s.meta["index"] % 1_000_000 for s in samples})
     return samples, {"split": path.stem, "version": mmbench_version(path.name, len(samples), questions)}
 

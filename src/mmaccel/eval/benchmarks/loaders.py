@@ -156,9 +156,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(
-                f"{path}:{number}: malformed JSON line at column {error.colno} ({error.msg})"
-            ) from None
+            raise DataError(f"{path}:{number}: malformed JSON line at column {error.colno} ({error.msg})") from None
         if not isinstance(value, dict):
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
         rows.append((number, value))
