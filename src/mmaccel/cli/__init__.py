@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from mmaccel.cli.checks import check_flags
 from mmaccel.errors import MmaccelError
 
 # Subcommand modules, in the order they appear in ``mmaccel --help``.
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_flags(args)  # values argparse cannot judge (a device, a thread count, a folder), before any work
         return int(args.func(args) or 0)
     except MmaccelError as error:
         print(f"mmaccel {args.command}: error: {error}", file=sys.stderr)

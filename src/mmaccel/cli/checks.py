@@ -16,7 +16,9 @@ from mmaccel.errors import ConfigError
 __all__ = [
     "MAX_THREADS_PER_CORE",
     "check_device",
-    "check_eval_args",
+    "check_eval_config",
+    "check_eval_flags",
+    "check_flags",
     "check_names",
     "check_output_dir",
     "check_output_file",
@@ -28,11 +30,35 @@ __all__ = [
 MAX_THREADS_PER_CORE = 4  # --threads above cores x this is refused (thread pools that large crash torch)
 
 
-def check_eval_args(args: argparse.Namespace, config: Any) -> None:
-    """Every check of ``mmaccel eval`` the config leaves out: empty or repeated names in ``--method`` and
-    ``--benchmark``, repeated budgets, the device, the thread count and the output folder."""
-    check_names("--method", getattr(args, "method", None))
-    check_names("--benchmark", getattr(args, "benchmark", None))
+def check_flags(args: argparse.Namespace) -> None:
+    """The checks of the flags given to a command that its own code leaves to this module (``mmaccel eval``)."""
+    if getattr(args, "command", None) == "eval":
+        check_eval_flags(args)
+
+
+def check_eval_flags(args: argparse.Namespace) -> None:
+    """``mmaccel eval``'s flags as given: empty or repeated names in ``--method`` and ``--benchmark``, repeated
+    budgets, the device, the thread count and the output folder."""
+    from mmaccel.eval.config import parse_budgets
+
+    for flag in ("--method", "--benchmark"):
+        value = getattr(args, flag.lstrip("-"), None)
+        check_names(flag, value)
+        if value is not None:
+            check_unique(flag, [item.strip() for item in value.split(",")])
+    if getattr(args, "budget", None) is not None:
+        check_unique_budgets(parse_budgets(args.budget))
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+    if getattr(args, "threads", None) is not None:
+        check_threads(args.threads)
+    if getattr(args, "out", None) is not None:
+        check_output_dir("--out", args.out)
+
+
+def check_eval_config(config: Any) -> None:
+    """The same checks on the merged config (flags over a ``--config`` file): repeated names and budgets, the
+    device, the thread count and the output folder."""
     check_unique("--method", config.methods)
     check_unique("--benchmark", config.benchmarks)
     check_unique_budgets(config.budgets)

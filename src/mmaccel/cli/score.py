@@ -108,6 +108,11 @@ def print_result(result: dict[str, Any], out: Path) -> None:
         text = str(value) if isinstance(value, int) else f"{value:.2f}"
         table.add_row(f"[bold]{name}[/bold]" if name == headline else name, text)
     console.print(table)
+    if dataset.get("missing_splits"):
+        missing = ", ".join(dataset["missing_splits"])
+        console.print(
+            f"[bold]not scored[/bold]: no file of split(s) {missing} in {dataset.get('path')}", highlight=False
+        )
     console.print(
         f"reference: {result['reference']}\n"
         f"data: {dataset.get('path')} ({dataset.get('layout')} layout, split {dataset.get('split')}, "

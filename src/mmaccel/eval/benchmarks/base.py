@@ -64,11 +64,15 @@ class Benchmark:
         """Read the benchmark from ``data_dir`` (LLaVA evaluation layout or lmms-lab parquet layout).
 
         Returns the :class:`Sample` list; the dataset facts (layout, split, version, size) are available
-        afterwards from :meth:`dataset_info`. ``images=False`` skips reading image bytes (scoring needs none).
+        afterwards from :meth:`dataset_info`. ``images=False`` skips reading image bytes (scoring needs none);
+        with images, every image file must exist (:class:`DataError` naming the first missing one), so that a
+        generation never starts on data it cannot finish.
         """
-        from mmaccel.eval.benchmarks.loaders import load_benchmark
+        from mmaccel.eval.benchmarks.loaders import check_image_files, load_benchmark
 
         samples, info = load_benchmark(self.name, data_dir, split=split, limit=limit, images=images)
+        if images:
+            check_image_files(self.name, samples)
         self._info = info
         return samples
 

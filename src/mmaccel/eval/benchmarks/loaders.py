@@ -81,8 +81,6 @@ def load_benchmark(
         samples = samples[:limit]
         info["limit"] = limit
     info["loaded"] = len(samples)
-    if images:
-        check_image_files(name, samples)
     log.info("loaded %d %s samples from %s (%s layout, version %s)", len(samples), name, data_dir, layout,
              info.get("version"))  # fmt: skip
     return samples, info
