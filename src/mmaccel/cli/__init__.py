@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_flags(args)  # values argparse cannot judge (a device, a thread count, a folder), before any work
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except MmaccelError as error:
         print(f"mmaccel {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -87,7 +89,7 @@ def _silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+    except (AttributeError, OSError, ValueError):  # stdout without a file descriptor (captured in tests)
         pass
 
 
