@@ -37,10 +37,13 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def check_eval_flags(args: argparse.Namespace) -> None:
-    """``mmaccel eval``'s flags as given: empty or repeated names in ``--method`` and ``--benchmark``, repeated
-    budgets, the device, the thread count and the output folder."""
+    """``mmaccel eval``'s flags as given: a ``--config`` file that is not UTF-8 text, empty or repeated names in
+    ``--method`` and ``--benchmark``, repeated budgets, the device, the thread count and the output folder."""
+    from mmaccel.eval.benchmarks.loaders import read_text
     from mmaccel.eval.config import parse_budgets
 
+    if getattr(args, "config", None) is not None:
+        read_text(Path(args.config), "YAML config file")  # a folder, a missing or a binary file: named
     for flag in ("--method", "--benchmark"):
         value = getattr(args, flag.lstrip("-"), None)
         check_names(flag, value)
