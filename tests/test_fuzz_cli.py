@@ -125,6 +125,7 @@ SCORE_CHANGES = [
     Change("missing data", True, "--data", _missing),
     Change("data is a file", True, "--data", _file("data.txt", b"x")),
     Change("empty data folder", True, "--data", _folder),
+    Change("corrupt parquet data", True, "--data", lambda root: _corrupt_parquet(root)),
     Change("bad --missing", True, "--missing", "maybe"),
     Change("out: a folder", True, "--out", _folder),
     Change("out: under a file", True, "--out", _under_a_file),
@@ -157,6 +158,13 @@ SHOW_CHANGES = [
 
 def _bom(path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def _corrupt_parquet(root: Path) -> str:
+    shard = root / "parquet" / "data" / "test-00000-of-00001.parquet"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"PAR1" + bytes(64))
+    return str(root / "parquet")
 
 
 def _truncated_png(root: Path) -> str:

@@ -194,3 +194,11 @@ def test_a_truncated_image_names_its_file(tmp_path):
         open_image(image)
     with pytest.raises(DataError, match=r"missing.jpg: not a readable image"):
         open_image(tmp_path / "missing.jpg")
+
+
+def test_a_corrupt_parquet_file_is_named(tmp_path):
+    shard = tmp_path / "pope" / "data" / "test-00000-of-00001.parquet"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"PAR1 this is not a parquet file")
+    with pytest.raises(DataError, match=r"test-00000-of-00001.parquet: not a readable parquet file"):
+        load_benchmark("pope", tmp_path / "pope", images=False)
