@@ -63,6 +63,7 @@ def test_eval_thread_counts_are_bounded(tmp_path, capsys, threads):
         ("--method", " , ", "--method ' , ': no name given"),
         ("--method", "pool,,fastv", "--method 'pool,,fastv': an empty name between commas"),
         ("--method", "pool,pool", "--method: 'pool' is given twice"),
+        ("--method", "pool fastv pool", "--method: 'pool' is given twice"),
         ("--benchmark", "", "--benchmark '': no name given"),
         ("--budget", "0.5,0.5", "--budget: the fraction 0.5 is given twice"),
         ("--budget", "4 4", "--budget: the token count 4 is given twice"),

@@ -78,9 +78,9 @@ BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what a shell tool killed by the closed 
 
 def os_error_message(error: OSError) -> str:
     """``'path': reason`` of an operating-system error on a file (permission, missing folder, disk full)."""
-    names = [str(name) for name in (error.filename, error.filename2) if name is not None]
-    reason = error.strerror or str(error)
-    return f"{' -> '.join(repr(name) for name in names)}: {reason.lower() if reason else 'cannot be written'}"
+    names = [repr(str(name)) for name in (error.filename, error.filename2) if name is not None]
+    reason = error.strerror or type(error).__name__
+    return f"{' -> '.join(names)}: {reason.lower()}"
 
 
 def _silence_stdout() -> None:

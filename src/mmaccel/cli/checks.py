@@ -48,7 +48,7 @@ def check_eval_flags(args: argparse.Namespace) -> None:
         value = getattr(args, flag.lstrip("-"), None)
         check_names(flag, value)
         if value is not None:
-            check_unique(flag, [item.strip() for item in value.split(",")])
+            check_unique(flag, value.replace(",", " ").split())  # the names the config reads
     if getattr(args, "budget", None) is not None:
         check_unique_budgets(parse_budgets(args.budget))
     if getattr(args, "device", None) is not None:
