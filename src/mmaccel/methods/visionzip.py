@@ -25,9 +25,8 @@ class VisionZip(TokenMethod):
 
     Budget split: ``dominant`` counts the CLS token, as in the reference (``visionzip(model, dominant=54,
     contextual=10)`` gives 64 tokens; both given, they set the budget: ``budget`` becomes their sum, and another
-    budget is refused). When not given, ``contextual =
-    round(budget * 5 / 32)`` and ``dominant = budget - contextual``, the 54:10 ratio of the reference (64 -> 54 +
-    10, 128 -> 108 + 20, 192 -> 162 + 30).
+    budget is refused). When not given, ``contextual = round(budget * 5 / 32)`` and ``dominant = budget -
+    contextual``, the 54:10 ratio of the reference (64 -> 54 + 10, 128 -> 108 + 20, 192 -> 162 + 30).
 
     Paper: "VisionZip: Longer is Better but Not Necessary in Vision Language Models", arXiv 2412.04467.
     Reference: dvlab-research/VisionZip:visionzip/clip_encoder.py (``CLIPVisionTower_VisionZip.forward``),

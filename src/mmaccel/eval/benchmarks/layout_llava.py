@@ -92,10 +92,11 @@ def load_mme(root: Path, split: str | None, images: bool) -> tuple[list[Sample],
         category = category_dir.name
         if split is not None and category != split:
             continue
-        nested = (category_dir / "images").is_dir()
+        nested = (category_dir / "images").is_dir() or (category_dir / "questions_answers_YN").is_dir()
         image_dir = category_dir / "images" if nested else category_dir
         qa_dir = category_dir / "questions_answers_YN" if nested else category_dir
-        stems = {p.stem: p.name for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        found = image_dir.iterdir() if image_dir.is_dir() else ()
+        stems = {p.stem: p.name for p in found if p.suffix.lower() in IMAGE_SUFFIXES}
         for txt in sorted(qa_dir.glob("*.txt")):
             if txt.stem not in stems and images:
                 raise DataError(f"{txt}: no image named {txt.stem}.* in {image_dir}")

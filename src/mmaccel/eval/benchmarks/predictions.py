@@ -125,7 +125,7 @@ def join_predictions(
     unknown: list[str] = []
     excluded: dict[str, PredictionRecord] = {}
     for record in records:
-        if record.key in excluded_ids and record.key not in by_id:
+        if record.key in excluded_ids and match(record.key) not in by_id:
             if record.key in excluded:
                 raise DataError(
                     f"{path}:{record.line}: second prediction for question {record.key} (first on line "
