@@ -114,7 +114,7 @@ def test_questions_without_predictions_fail_or_count_as_wrong(tmp_path, capsys):
     assert _run(tmp_path, "pope", data, predictions, "--missing", "wrong") == 0
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["predictions"]["missing_ids"] == ["10000002"]
-    assert result["metrics"]["splits"]["random"]["n"] == 2  # scored, as "" which LLaVA reads as yes
+    assert result["metrics"]["splits"]["random"]["n"] == 2  # scored, as wrong
     assert _run(tmp_path, "pope", data, predictions, "--missing", "skip") == 0
     assert json.loads((tmp_path / "m.json").read_text())["metrics"]["splits"]["random"]["n"] == 1
 

@@ -43,15 +43,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_prediction_path(path: Path) -> None:
+    """The prediction file exists and is a file (a folder is named as one, with the file it may hold)."""
+    if path.is_dir():
+        inside = path / "predictions.jsonl"
+        hint = f" such as {inside}" if inside.is_file() else ""
+        raise DataError(f"--predictions {path} is a folder; give the JSONL prediction file{hint}")
+    if not path.is_file():
+        raise DataError(f"--predictions {path}: file not found")
+
+
 def default_out_path(predictions: Path, benchmark: str, protocol: str) -> Path:
     return predictions.with_name(f"{predictions.stem}.{benchmark}.{protocol}.metrics.json")
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmaccel.cli.checks import check_output_file
     from mmaccel.eval.benchmarks.score import score_predictions
 
-    if not args.predictions.is_file():
-        raise DataError(f"--predictions {args.predictions}: file not found")
+    check_prediction_path(args.predictions)
+    out = args.out or default_out_path(args.predictions, args.benchmark, args.protocol)
+    check_output_file("--out", out)
     result = score_predictions(
         args.benchmark,
         args.data,
@@ -96,6 +108,11 @@ def print_result(result: dict[str, Any], out: Path) -> None:
         text = str(value) if isinstance(value, int) else f"{value:.2f}"
         table.add_row(f"[bold]{name}[/bold]" if name == headline else name, text)
     console.print(table)
+    if dataset.get("missing_splits"):
+        missing = ", ".join(dataset["missing_splits"])
+        console.print(
+            f"[bold]not scored[/bold]: no file of split(s) {missing} in {dataset.get('path')}", highlight=False
+        )
     console.print(
         f"reference: {result['reference']}\n"
         f"data: {dataset.get('path')} ({dataset.get('layout')} layout, split {dataset.get('split')}, "

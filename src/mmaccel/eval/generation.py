@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from mmaccel.errors import ConfigError
+from mmaccel.errors import ConfigError, DataError
 
 __all__ = ["generate_answers", "generate_batch", "open_image", "request_key"]
 
@@ -30,13 +30,18 @@ def request_key(image: Any, text: str) -> tuple[Any, str]:
 
 
 def open_image(image: Any):
-    """``image`` (a path or a PIL image) as an RGB PIL image."""
-    from PIL import Image
+    """``image`` (a path or a PIL image) as an RGB PIL image; :class:`DataError` naming the file when it is
+    missing, truncated or not an image."""
+    from PIL import Image, UnidentifiedImageError
 
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as handle:
-            return handle.convert("RGB")
-    return image.convert("RGB")
+    try:
+        if isinstance(image, (str, Path)):
+            with Image.open(image) as handle:
+                return handle.convert("RGB")
+        return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # PIL's errors on bad files
+        name = image if isinstance(image, (str, Path)) else getattr(image, "filename", "") or "an embedded image"
+        raise DataError(f"{name}: not a readable image ({error})") from None
 
 
 @torch.no_grad()

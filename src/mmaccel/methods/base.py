@@ -14,6 +14,7 @@ hook of its stage and never asks which model it runs on: the engine hands it ten
 from __future__ import annotations
 
 import enum
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, ClassVar
@@ -222,6 +223,19 @@ def layer_average(layer_tokens: Sequence[int], convention: str) -> float:
     return sum(counts) / len(counts)
 
 
+def normal_budget(budget: object) -> object:
+    """``budget`` as a Python ``int`` or ``float`` when it is a numeric scalar of another type (``np.int64(16)``
+    is 16, ``np.float32(0.5)`` is 0.5); anything else (``True``, a string) unchanged, for :func:`_check_budget`
+    to refuse."""
+    if isinstance(budget, bool) or type(budget) in (int, float):
+        return budget
+    if isinstance(budget, numbers.Integral):
+        return int(budget)
+    if isinstance(budget, numbers.Real):
+        return float(budget)
+    return budget
+
+
 def _check_budget(budget: object) -> None:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise ConfigError(f"budget must be an int (tokens kept per image) or a float in (0, 1], got {budget!r}")
@@ -253,6 +267,7 @@ class TokenMethod:
     budget: int | float = 1.0
 
     def __post_init__(self) -> None:
+        self.budget = normal_budget(self.budget)
         _check_budget(self.budget)
 
     # -- budget ----------------------------------------------------------------------------------------------
@@ -269,6 +284,10 @@ class TokenMethod:
 
     def keeps_all(self, n_tokens: int) -> bool:
         return self.keep_count(n_tokens) >= n_tokens
+
+    def full_budget(self) -> bool:
+        """Whether the budget alone keeps every token (``budget=1.0``, no option that sets the counts instead)."""
+        return isinstance(self.budget, float) and self.budget >= 1.0 and self.keeps_all(1)
 
     def keeps_everything(self) -> bool:
         """Whether the budget keeps every token of every input (``budget=1.0``): the engine then runs nothing of

@@ -95,6 +95,9 @@ class EViT(TokenMethod):
         if not isinstance(self.fuse_token, bool):
             raise ConfigError(f"evit: fuse_token must be True or False, got {self.fuse_token!r}")
 
+    def keeps_all(self, n_tokens: int) -> bool:
+        return self.keep_rate is None and super().keeps_all(n_tokens)  # a keep rate acts whatever the budget
+
     def requested_tokens(self, n_tokens: int, n_layers: int) -> float | None:
         return None if self.keep_rate is not None else super().requested_tokens(n_tokens, n_layers)
 

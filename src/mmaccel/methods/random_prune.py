@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
 
+from mmaccel.errors import ConfigError
 from mmaccel.methods.base import ScorePruner, Stage, VisualTokens, check_positions
 from mmaccel.methods.registry import register_method
 
@@ -32,6 +34,10 @@ class RandomPrune(ScorePruner):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positions(self, self.positions)
+        if isinstance(self.seed, numbers.Integral) and not isinstance(self.seed, bool):
+            self.seed = int(self.seed)  # np.int64 seeds too
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**64:
+            raise ConfigError(f"random: seed must be an int in [0, 2**64), got {self.seed!r}")
 
     def score_visual(self, tokens: VisualTokens) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)

@@ -61,7 +61,12 @@ def get_method(name: str) -> type[TokenMethod]:
 
 
 def build_method(method: str | TokenMethod, budget: int | float | None = None, **hyperparams) -> TokenMethod:
-    """A method instance from a name or an instance; ``budget`` and ``hyperparams`` apply to names only."""
+    """A method instance from a name or an instance; ``budget`` and ``hyperparams`` apply to names only.
+
+    A name needs a budget unless its hyper-parameters set the token counts instead (VisionZip's ``dominant`` and
+    ``contextual``, ToMe's ``r``, EViT's ``keep_rate``, SparseVLM's ``schedule``) or the method adapts them
+    itself (PruMerge): a budget left out would otherwise keep every token and change nothing.
+    """
     if isinstance(method, TokenMethod):
         if budget is not None or hyperparams:
             raise ConfigError("pass budget and hyper-parameters either to the method instance or by name, not both")
@@ -75,6 +80,14 @@ def build_method(method: str | TokenMethod, budget: int | float | None = None, *
         raise ConfigError(
             f"method {method!r} has no hyper-parameter {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
         )
+    given = budget is not None or hyperparams.get("budget") is not None
     if budget is not None:
         hyperparams["budget"] = budget
-    return cls(**hyperparams)
+    instance = cls(**hyperparams)
+    if not given and instance.full_budget():
+        raise ConfigError(
+            f"method {method!r}: no budget given, and without one it keeps every visual token (the model runs "
+            "unchanged); pass budget= a fraction in (0, 1] such as 0.25, or the visual tokens kept per image such "
+            "as 64 (budget=1.0 keeps every token on purpose)"
+        )
+    return instance

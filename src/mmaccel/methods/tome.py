@@ -134,6 +134,9 @@ class ToMe(TokenMethod):
     def size_bias(self) -> bool:
         return self.prop_attn
 
+    def keeps_all(self, n_tokens: int) -> bool:
+        return self.r is None and super().keeps_all(n_tokens)  # a given r merges whatever the budget
+
     def requested_tokens(self, n_tokens: int, n_layers: int) -> float | None:
         return None if self.r is not None else super().requested_tokens(n_tokens, n_layers)
 

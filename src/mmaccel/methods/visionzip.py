@@ -24,9 +24,9 @@ class VisionZip(TokenMethod):
     original order, then the contextual tokens; (I, P, D) -> (I, budget, D), merged before the projector.
 
     Budget split: ``dominant`` counts the CLS token, as in the reference (``visionzip(model, dominant=54,
-    contextual=10)`` gives 64 tokens; both given, they are the budget). When not given, ``contextual =
-    round(budget * 5 / 32)`` and ``dominant = budget - contextual``, the 54:10 ratio of the reference (64 -> 54 +
-    10, 128 -> 108 + 20, 192 -> 162 + 30).
+    contextual=10)`` gives 64 tokens; both given, they set the budget: ``budget`` becomes their sum, and another
+    budget is refused). When not given, ``contextual = round(budget * 5 / 32)`` and ``dominant = budget -
+    contextual``, the 54:10 ratio of the reference (64 -> 54 + 10, 128 -> 108 + 20, 192 -> 162 + 30).
 
     Paper: "VisionZip: Longer is Better but Not Necessary in Vision Language Models", arXiv 2412.04467.
     Reference: dvlab-research/VisionZip:visionzip/clip_encoder.py (``CLIPVisionTower_VisionZip.forward``),
@@ -65,18 +65,15 @@ class VisionZip(TokenMethod):
                 raise ConfigError(f"visionzip: {name} must be a non-negative int, got {value!r}")
         if self.dominant is not None and self.dominant < 1:
             raise ConfigError("visionzip: dominant counts the CLS token, so it must be >= 1")
-        given = self.dominant is not None and self.contextual is not None
-        if given and self.budget not in (1.0, self.dominant + self.contextual):
-            raise ConfigError(
-                f"visionzip: dominant={self.dominant} and contextual={self.contextual} keep "
-                f"{self.dominant + self.contextual} tokens; pass budget={self.dominant + self.contextual} or leave "
-                f"it out, not budget={self.budget}"
-            )
-
-    def keep_count(self, n_tokens: int) -> int:
         if self.dominant is not None and self.contextual is not None:  # the counts are given: they are the budget
-            return min(self.dominant + self.contextual, n_tokens)
-        return super().keep_count(n_tokens)
+            total = self.dominant + self.contextual
+            if isinstance(self.budget, float) and self.budget == 1.0:  # left out (or 1.0): the counts set it
+                self.budget = total
+            elif self.budget != total or not isinstance(self.budget, int):
+                raise ConfigError(
+                    f"visionzip: dominant={self.dominant} and contextual={self.contextual} keep {total} tokens; "
+                    f"pass budget={total} or leave it out, not budget={self.budget}"
+                )
 
     def split(self, n_tokens: int, cls_token: bool = True) -> tuple[int, int]:
         """(dominant including CLS when ``cls_token``, contextual) for an image of ``n_tokens`` visual tokens."""
@@ -98,11 +95,6 @@ class VisionZip(TokenMethod):
                 f"{n_tokens} tokens with budget={self.budget}"
             )
         return dominant, contextual
-
-    def requested_tokens(self, n_tokens: int, n_layers: int) -> float | None:
-        if self.dominant is not None and self.contextual is not None:
-            return float(self.keep_count(n_tokens))
-        return super().requested_tokens(n_tokens, n_layers)
 
     def reduce_visual(self, tokens: VisualTokens) -> VisualReduction:
         assert tokens.cls_attention is not None and tokens.keys is not None

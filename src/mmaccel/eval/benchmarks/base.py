@@ -20,6 +20,7 @@ __all__ = ["PROTOCOLS", "SHORT_ANSWER_SUFFIX", "Benchmark", "Sample", "check_pro
 PROTOCOLS: tuple[str, ...] = ("llava", "lmms_eval", "vlmevalkit")
 SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 LETTER_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
+CORRECTNESS_KEYS = ("correct", "accuracy")  # the per-item fields of score() rows that aggregate() averages
 
 
 @dataclasses.dataclass
@@ -63,11 +64,15 @@ class Benchmark:
         """Read the benchmark from ``data_dir`` (LLaVA evaluation layout or lmms-lab parquet layout).
 
         Returns the :class:`Sample` list; the dataset facts (layout, split, version, size) are available
-        afterwards from :meth:`dataset_info`. ``images=False`` skips reading image bytes (scoring needs none).
+        afterwards from :meth:`dataset_info`. ``images=False`` skips reading image bytes (scoring needs none);
+        with images, every image file must exist (:class:`DataError` naming the first missing one), so that a
+        generation never starts on data it cannot finish.
         """
-        from mmaccel.eval.benchmarks.loaders import load_benchmark
+        from mmaccel.eval.benchmarks.loaders import check_image_files, load_benchmark
 
         samples, info = load_benchmark(self.name, data_dir, split=split, limit=limit, images=images)
+        if images:
+            check_image_files(self.name, samples)
         self._info = info
         return samples
 
@@ -83,9 +88,24 @@ class Benchmark:
         """Score one prediction; pure. The row carries what :meth:`aggregate` needs (id, category, ...)."""
         raise NotImplementedError
 
+    def score_missing(self, sample: Sample, protocol: str = "llava") -> dict[str, Any]:
+        """The row of a question left without a prediction and scored as wrong (``--missing wrong``): the row of
+        an empty answer with every correctness field at 0, whatever the protocol reads into an empty answer."""
+        row = self.score(sample, "", protocol)
+        for key in CORRECTNESS_KEYS:
+            if key in row:
+                row[key] = 0.0
+        row["missing"] = True
+        return row
+
     def aggregate(self, rows: list[dict[str, Any]], protocol: str = "llava") -> dict[str, Any]:
         """Combine per-item rows into metrics; percentages are on a 0-100 scale, unrounded."""
         raise NotImplementedError
+
+    def match_key(self, question_id: str) -> str:
+        """The form of a question id that predictions are joined on (the id itself, unless a benchmark's ids carry
+        parts that may differ between the data and a prediction file)."""
+        return question_id
 
     def question_key(self, text: str) -> str:
         """Compare-key of a question, used to tell apart questions that share a LLaVA ``question_id``."""

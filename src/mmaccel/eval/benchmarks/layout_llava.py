@@ -22,6 +22,7 @@ from mmaccel.eval.benchmarks.loaders import (
     pope_version,
     read_json,
     read_jsonl,
+    read_text,
     require,
 )
 from mmaccel.eval.benchmarks.pope import LLAVA_ID_OFFSETS, SPLITS
@@ -42,15 +43,22 @@ def load_pope(root: Path, split: str | None, images: bool) -> tuple[list[Sample]
     wanted = SPLITS if split is None else (split,)
     if split is not None and split not in SPLITS:
         raise DataError(f"POPE split {split!r}: choose one of {', '.join(SPLITS)}")
-    samples, per_split = [], {}
+    samples, per_split, missing = [], {}, []
     for category in wanted:
         path = folder / f"coco_pope_{category}.json"
-        if not path.is_file():
+        if not path.is_file() and not path.is_dir():
             if split is None:
-                log.warning("%s: missing, POPE split %s skipped", path, category)
+                log.warning("%s: missing, POPE split %s skipped (the mean F1 covers the other splits)", path, category)
+                missing.append(category)
                 continue
             raise DataError(f"{path}: file not found")
         rows = read_jsonl(path)
+        if not rows:
+            raise DataError(
+                f"{path}: no questions (an empty file); the POPE headline averages the F1 of every split found, so "
+                f"an empty {category} split would silently leave it out: restore the file, delete it to score the "
+                "other splits, or pick one with --split"
+            )
         per_split[category] = len(rows)
         for number, row in rows:
             require(row, ("question_id", "image", "text", "label"), f"{path}:{number}")
@@ -66,6 +74,8 @@ def load_pope(root: Path, split: str | None, images: bool) -> tuple[list[Sample]
             )
     typos = sum(1 for s in samples if "imange" in s.question)
     info = {"split": split or "all", "per_split": per_split, "version": pope_version(per_split, len(samples))}
+    if missing:
+        info["missing_splits"] = missing
     if typos:
         info["imange_typos"] = typos
     return samples, info
@@ -82,16 +92,17 @@ def load_mme(root: Path, split: str | None, images: bool) -> tuple[list[Sample],
         category = category_dir.name
         if split is not None and category != split:
             continue
-        nested = (category_dir / "images").is_dir()
+        nested = (category_dir / "images").is_dir() or (category_dir / "questions_answers_YN").is_dir()
         image_dir = category_dir / "images" if nested else category_dir
         qa_dir = category_dir / "questions_answers_YN" if nested else category_dir
-        stems = {p.stem: p.name for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        found = image_dir.iterdir() if image_dir.is_dir() else ()
+        stems = {p.stem: p.name for p in found if p.suffix.lower() in IMAGE_SUFFIXES}
         for txt in sorted(qa_dir.glob("*.txt")):
-            if txt.stem not in stems:
+            if txt.stem not in stems and images:
                 raise DataError(f"{txt}: no image named {txt.stem}.* in {image_dir}")
-            image_name = stems[txt.stem]
+            image_name = stems.get(txt.stem, txt.stem)  # scoring reads no image: the name without its suffix
             image_id = f"{category}/images/{image_name}" if nested else f"{category}/{image_name}"
-            lines = [line for line in txt.read_text(encoding="utf-8").splitlines() if line.strip()]
+            lines = [line for line in read_text(txt, "question file").split("\n") if line.strip()]
             for k, line in enumerate(lines):
                 parts = line.strip().split("\t")
                 if len(parts) != 2:
@@ -157,8 +168,18 @@ def load_mmbench(root: Path, split: str | None, images: bool) -> tuple[list[Samp
         raise DataError(f"{root}: expected one MMBench .tsv (use --split to pick), found {[p.name for p in tsvs]}")
     path = tsvs[0]
     csv.field_size_limit(sys.maxsize)
+    try:
+        samples = _read_mmbench(path, images)
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise DataError(f"{path}: byte 0x{byte:02x} is not UTF-8; save the TSV as UTF-8") from None
+    questions = len({s.meta["index"] % 1_000_000 for s in samples})
+    return samples, {"split": path.stem, "version": mmbench_version(path.name, len(samples), questions)}
+
+
+def _read_mmbench(path: Path, images: bool) -> list[Sample]:
     samples = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         for number, row in enumerate(reader, start=2):
             require(row, ("index", "question", "A", "B", "answer"), f"{path}:{number}")
@@ -167,19 +188,19 @@ def load_mmbench(root: Path, split: str | None, images: bool) -> tuple[list[Samp
                 if letter not in row or _is_none(row[letter]):
                     break
                 options[letter] = row[letter]
-            image = None
-            if images and not _is_none(row.get("image")):
-                from PIL import Image
-
-                image = Image.open(io.BytesIO(base64.b64decode(row["image"])))
+            image = _mmbench_image(row.get("image"), f"{path}:{number}") if images else None
+            try:
+                index = int(float(row["index"]))
+            except ValueError:
+                raise DataError(f"{path}:{number}: index {row['index']!r} is not a number") from None
             samples.append(
                 Sample(
-                    id=str(int(float(row["index"]))),
+                    id=str(index),
                     question=row["question"],
                     image=image,
                     answers=[row["answer"]],
                     meta={
-                        "index": int(float(row["index"])),
+                        "index": index,
                         "options": options,
                         "hint": None if _is_none(row.get("hint")) else row["hint"],
                         "category": row.get("category", ""),
@@ -188,8 +209,19 @@ def load_mmbench(root: Path, split: str | None, images: bool) -> tuple[list[Samp
                     },
                 )
             )
-    questions = len({s.meta["index"] % 1_000_000 for s in samples})
-    return samples, {"split": path.stem, "version": mmbench_version(path.name, len(samples), questions)}
+    return samples
+
+
+def _mmbench_image(value: str | None, where: str):
+    """The lazily decoded image of a base64 TSV cell (None when empty); :class:`DataError` naming the row."""
+    if _is_none(value):
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(io.BytesIO(base64.b64decode(value)))
+    except (ValueError, UnidentifiedImageError) as error:
+        raise DataError(f"{where}: the image column is not a base64 image ({error})") from None
 
 
 def _ocr_tokens(prompt: str) -> list[str]:

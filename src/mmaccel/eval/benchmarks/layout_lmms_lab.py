@@ -54,9 +54,14 @@ def read_parquet(files: list[Path], columns: list[str], optional: tuple[str, ...
         import pyarrow.parquet as pq
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise DataError("reading lmms-lab parquet data needs pyarrow: pip install 'mmaccel[eval]'") from error
+    import pyarrow as pa
+
     rows: list[dict[str, Any]] = []
     for path in files:
-        names = pq.read_schema(path).names
+        try:
+            names = pq.read_schema(path).names
+        except (pa.ArrowException, OSError) as error:
+            raise DataError(f"{path}: not a readable parquet file ({error})") from None
         missing = [c for c in columns if c not in names]
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(names)}")

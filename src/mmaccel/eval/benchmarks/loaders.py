@@ -24,7 +24,7 @@ from typing import Any
 from mmaccel.errors import DataError
 from mmaccel.eval.benchmarks.base import Sample
 
-__all__ = ["LLAVA_MARKERS", "detect_layout", "load_benchmark", "read_json", "read_jsonl"]
+__all__ = ["LLAVA_MARKERS", "detect_layout", "load_benchmark", "read_json", "read_jsonl", "read_text"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ LLAVA_MARKERS: dict[str, tuple[str, ...]] = {
 def detect_layout(name: str, data_dir: str | Path) -> str:
     """``"lmms_lab"`` when ``data_dir`` holds parquet files, ``"llava"`` when it holds the LLaVA files."""
     root = Path(data_dir)
+    if root.is_file():
+        raise DataError(f"--data {root} is a file; give the folder that holds the {name} files")
     if not root.is_dir():
         raise DataError(f"--data {root}: no such directory")
     if any(root.rglob("*.parquet")):
@@ -84,32 +86,78 @@ def load_benchmark(
     return samples, info
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; :class:`DataError` naming the file (and line) when missing or malformed."""
+def check_image_files(name: str, samples: list[Sample]) -> None:
+    """:class:`DataError` naming the first missing image file (and its question) before any model runs."""
+    missing: dict[Path, str] = {}
+    checked: set[Path] = set()
+    for sample in samples:
+        if isinstance(sample.image, Path) and sample.image not in checked:
+            checked.add(sample.image)
+            if not sample.image.is_file():
+                missing[sample.image] = sample.id
+    if missing:
+        path, question = next(iter(missing.items()))
+        raise DataError(
+            f"{path}: image file not found (question {question} of {name}); {len(missing)} of the {len(checked)} "
+            "image files of the loaded questions are missing: see docs/benchmarks-protocol.md for where they go"
+        )
+
+
+# Leading bytes of binary files people pass by mistake, and what they are.
+BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx spreadsheet or a zipped folder)"),
+    (b"\xd0\xcf\x11\xe0", "an Office document (.xls)"),
+    (b"PAR1", "a parquet file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+)
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """The text of a UTF-8 file (a leading byte-order mark is dropped); :class:`DataError` naming the file, and
+    the line of the first byte that is not UTF-8, for a folder, a missing file or a binary file."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a {what}")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    data = path.read_bytes()
+    for signature, kind in BINARY_SIGNATURES:
+        if data.startswith(signature):
+            raise DataError(f"{path}: this is {kind}, not a UTF-8 text {what}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DataError(
+            f"{path}:{line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8; save the {what} as "
+            "UTF-8 text"
+        ) from None
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; :class:`DataError` naming the file, line and column when missing or malformed."""
+    try:
+        return json.loads(read_text(path, "JSON file"))
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}:{error.lineno}: malformed JSON ({error.msg})") from None
+        raise DataError(f"{path}:{error.lineno}: malformed JSON at column {error.colno} ({error.msg})") from None
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for each non-empty line of a JSONL file."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    """``(line number, object)`` for each non-empty line of a JSONL file (UTF-8, a byte-order mark allowed)."""
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: malformed JSON line ({error.msg})") from None
-            if not isinstance(value, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
-            rows.append((number, value))
+    for number, line in enumerate(read_text(path, "JSONL file").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: malformed JSON line at column {error.colno} ({error.msg})") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
+        rows.append((number, value))
     return rows
 
 

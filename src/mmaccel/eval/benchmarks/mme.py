@@ -21,6 +21,7 @@ Differences from reference:
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any, ClassVar
 
@@ -35,6 +36,7 @@ PERCEPTION = (
 )  # fmt: skip
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 YES_NO_SUFFIX = " Please answer yes or no."
+_IMAGE_SUFFIX = re.compile(r"\.(png|jpe?g|bmp|gif|webp)$", re.IGNORECASE)
 
 
 def parse_mme(text: str, protocol: str = "llava") -> str:
@@ -71,6 +73,12 @@ class MME(Benchmark):
         if self.check(protocol) == "vlmevalkit":
             return sample.question
         return sample.question.replace(YES_NO_SUFFIX, SHORT_ANSWER_SUFFIX)
+
+    def match_key(self, question_id: str) -> str:
+        """Ids name the image file (``existence/images/000.jpg#0``); joined without its suffix, so scoring needs
+        only the question files, not the images (whose suffix it then cannot know)."""
+        path, hash_, index = question_id.partition("#")
+        return _IMAGE_SUFFIX.sub("", path) + hash_ + index
 
     def question_key(self, text: str) -> str:
         return super().question_key(text.replace(YES_NO_SUFFIX.strip(), ""))

@@ -111,6 +111,13 @@ class POPE(Benchmark):
             "correct": float(parsed == label),
         }
 
+    def score_missing(self, sample: Sample, protocol: str = "llava") -> dict[str, Any]:
+        """A missing answer reads as the wrong one of yes/no, in accuracy, precision, recall and F1 alike (an
+        empty answer would read as yes under the ``llava`` rule, right for every yes question)."""
+        row = super().score_missing(sample, protocol)
+        row["parsed"] = "no" if row["label"] == "yes" else "yes"
+        return row
+
     def aggregate(self, rows: list[dict[str, Any]], protocol: str = "llava") -> dict[str, Any]:
         """Per-split and pooled metrics in percent; the headline depends on the protocol's reference.
 

@@ -98,35 +98,44 @@ def join_predictions(
     on_missing: str = "error",
     on_unknown: str = "error",
     excluded_ids: frozenset[str] = frozenset(),
-) -> tuple[list[tuple[Sample, str]], JoinReport]:
-    """Pair every sample with its prediction.
+) -> tuple[list[tuple[Sample, str | None]], JoinReport]:
+    """Pair every sample with its prediction (None: a missing prediction to score as wrong).
 
     Args:
-        on_missing: questions without a prediction: ``"error"`` (default), ``"wrong"`` (scored as the empty
-            answer, as LLaVA's converters do) or ``"skip"`` (left out; the score covers fewer questions).
+        on_missing: questions without a prediction: ``"error"`` (default), ``"wrong"`` (paired with None, which
+            :meth:`Benchmark.score_missing` scores as wrong under every protocol; LLaVA's converters write an
+            empty answer instead, which POPE's rule reads as yes) or ``"skip"`` (left out; the score covers fewer
+            questions).
         on_unknown: predictions whose id matches no question: ``"error"`` (default) or ``"ignore"``.
         excluded_ids: ids of source questions the benchmark leaves out on purpose; their predictions are
-            counted as ``excluded`` and dropped.
+            counted as ``excluded`` and dropped (a second prediction for one of them is refused, as for any
+            question).
     Both are always logged and counted in the report, with the first ids.
     """
     if on_missing not in MISSING_POLICIES:
         raise ConfigError(f"on_missing={on_missing!r}: choose one of {', '.join(MISSING_POLICIES)}")
     if on_unknown not in UNKNOWN_POLICIES:
         raise ConfigError(f"on_unknown={on_unknown!r}: choose one of {', '.join(UNKNOWN_POLICIES)}")
-    by_id = {sample.id: sample for sample in samples}
+    match = benchmark.match_key
+    by_id = {match(sample.id): sample for sample in samples}
     by_llava_id: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
-        by_llava_id[str(sample.meta.get("llava_question_id", sample.id))].append(sample)
+        by_llava_id[match(str(sample.meta.get("llava_question_id", sample.id)))].append(sample)
     taken: dict[str, PredictionRecord] = {}
     unknown: list[str] = []
-    excluded = 0
+    excluded: dict[str, PredictionRecord] = {}
     for record in records:
-        if record.key in excluded_ids and record.key not in by_id:
-            excluded += 1
+        if record.key in excluded_ids and match(record.key) not in by_id:
+            if record.key in excluded:
+                raise DataError(
+                    f"{path}:{record.line}: second prediction for question {record.key} (first on line "
+                    f"{excluded[record.key].line}), which {benchmark.name} leaves out"
+                )
+            excluded[record.key] = record
             continue
-        sample = by_id.get(record.key) if record.format == "mmaccel" else None
+        sample = by_id.get(match(record.key)) if record.format == "mmaccel" else None
         if sample is None and record.format == "llava":
-            sample = _resolve_llava(benchmark, by_llava_id.get(record.key, []), record, taken, path)
+            sample = _resolve_llava(benchmark, by_llava_id.get(match(record.key), []), record, taken, path)
         if sample is None:
             unknown.append(record.key)
             continue
@@ -152,8 +161,10 @@ def join_predictions(
         if sample.id in taken:
             pairs.append((sample, taken[sample.id].text))
         elif on_missing == "wrong":
-            pairs.append((sample, ""))
-    report = JoinReport(str(path), records[0].format, len(records), len(taken), missing, unknown, on_missing, excluded)
+            pairs.append((sample, None))
+    report = JoinReport(
+        str(path), records[0].format, len(records), len(taken), missing, unknown, on_missing, len(excluded)
+    )
     return pairs, report
 
 

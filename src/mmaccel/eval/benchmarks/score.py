@@ -36,7 +36,10 @@ def score_predictions(
     info = bench.dataset_info()
     excluded = frozenset(info.pop("excluded_ids", ()))
     pairs, report = join_predictions(bench, samples, records, predictions_path, on_missing, on_unknown, excluded)
-    rows = [bench.score(sample, prediction, protocol) for sample, prediction in pairs]
+    rows = [
+        bench.score(sample, prediction, protocol) if prediction is not None else bench.score_missing(sample, protocol)
+        for sample, prediction in pairs
+    ]
     metrics = bench.aggregate(rows, protocol)
     return {
         "benchmark": bench.name,
