@@ -219,6 +219,9 @@ def test_score_videomme_through_the_cli_and_the_library(tmp_path):
     official = score_predictions("videomme", root, predictions, protocol="official")
     assert official["metrics"]["accuracy"] == 100.0  # "Answer: A" reads A (right), "unsure" left out
     assert official["metrics"]["unparsed"] == 1
+    default = tmp_path / "default.json"
+    assert main([*argv, "--out", str(default)]) == 0  # video benchmarks score with the official rules by default
+    assert json.loads(default.read_text())["metrics"] == official["metrics"]
 
 
 # --------------------------------------------------------------------------------------------------- MVBench

@@ -16,7 +16,7 @@ from mmaccel.errors import DataError
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_CHOICES = ("llava", "lmms_eval", "vlmevalkit")
+PROTOCOL_CHOICES = ("llava", "lmms_eval", "vlmevalkit", "official")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--benchmark", required=True, help="mme, mmbench, pope, scienceqa_img, textvqa, gqa, vqav2")
     parser.add_argument("--data", required=True, type=Path, help="benchmark folder (LLaVA layout or lmms-lab parquet)")
     parser.add_argument("--predictions", required=True, type=Path, help="JSONL prediction file")
-    parser.add_argument("--protocol", default="llava", choices=PROTOCOL_CHOICES, help="reference to score like")
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        choices=PROTOCOL_CHOICES,
+        help="reference to score like (default: llava for image benchmarks, official for video benchmarks)",
+    )
     parser.add_argument("--split", default=None, help="split, subset or file to score (default: the standard one)")
     parser.add_argument("--out", type=Path, default=None, help="metrics JSON (default: next to the predictions)")
     parser.add_argument(
@@ -61,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from mmaccel.cli.checks import check_output_file
     from mmaccel.eval.benchmarks.score import score_predictions
 
+    from mmaccel.eval.benchmarks import get_benchmark
+
     check_prediction_path(args.predictions)
+    args.protocol = args.protocol or getattr(get_benchmark(args.benchmark), "default_protocol", "llava")
     out = args.out or default_out_path(args.predictions, args.benchmark, args.protocol)
     check_output_file("--out", out)
     result = score_predictions(
