@@ -64,9 +64,8 @@ def default_out_path(predictions: Path, benchmark: str, protocol: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from mmaccel.cli.checks import check_output_file
-    from mmaccel.eval.benchmarks.score import score_predictions
-
     from mmaccel.eval.benchmarks import get_benchmark
+    from mmaccel.eval.benchmarks.score import score_predictions
 
     check_prediction_path(args.predictions)
     args.protocol = args.protocol or getattr(get_benchmark(args.benchmark), "default_protocol", "llava")
