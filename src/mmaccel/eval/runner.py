@@ -363,8 +363,9 @@ def _evaluate_locked(config, runs, loaded, progress, model, processor, out: Path
     shard.barrier()  # every process has read what is done before anyone appends
     total = sum(len(requests) for requests in todo.values())
     progress.start(total)
-    for run in (run for run in runs if todo[run]):
-        _generate_run(config, run, loaded[run.benchmark], todo[run], model, processor, out, shard, progress)
+    for index, run in enumerate(run for run in runs if todo[run]):
+        warm = config.batch_size if index == 0 else 2  # the process's first batch also grows its buffers
+        _generate_run(config, run, loaded[run.benchmark], todo[run], model, processor, out, shard, progress, warm)
     shard.barrier()
     results = []
     if shard.is_main:
@@ -388,7 +389,7 @@ def _todo(run: RunSpec, data: _Loaded, out: Path, shard: distributed.Shard) -> l
     return [index for index in mine if any(data.samples[member].id not in done for member in data.members[index])]
 
 
-def _generate_run(config, run, data, todo, model, processor, out, shard, progress) -> None:
+def _generate_run(config, run, data, todo, model, processor, out, shard, progress, warm: int = 2) -> None:
     import mmaccel
     from mmaccel.engine.visual import visual_tokens_per_row
     from mmaccel.models.registry import adapter_for
@@ -410,7 +411,7 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         if config.timing:  # warm-up: the first call of a configuration pays one-off costs
-            _generate(model, processor, data, todo[:2], 2, None, session)
+            _generate(model, processor, data, todo[:warm], 2, None, session)
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start : start + config.batch_size]
             timer = GenerationTimer(config.device) if config.timing else None
