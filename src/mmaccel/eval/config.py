@@ -6,7 +6,7 @@ registered training-free method at 50 %, 25 % and 12.5 % of the visual tokens, w
 
 The keys of :data:`RESULT_KEYS` determine the predictions; :meth:`EvalConfig.identity` holds them and
 :meth:`EvalConfig.fingerprint` hashes them. A results directory holds the runs of one identity; a rerun with
-another identity is refused (:func:`mmaccel.eval.runner.check_out_dir`). The selection keys (benchmarks, methods,
+another identity is refused (:func:`mmaccel.eval.checks.check_out_dir`). The selection keys (benchmarks, methods,
 budgets, and ``method_options``, which are part of each run's folder name) only choose which runs exist, so a
 rerun may add runs to a directory; ``batch_size``, ``device``, ``threads``, ``timing`` and ``repeats`` change
 only the speed (and are recorded per run, with the load average, when it is timed).

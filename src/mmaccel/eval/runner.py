@@ -5,9 +5,13 @@
     config.yaml            the config of the directory (its result-determining keys must match on a rerun)
     environment.json       versions, device, threads, processes
     metrics.json           one entry per run: headline, bootstrap SE, all benchmark metrics, efficiency summary
+    .lock                  held by the evaluation writing the directory (:mod:`mmaccel.eval.lock`)
     data/<suite>/          synthetic suites written at the configured size (unless ``data`` points elsewhere)
-    <benchmark>/<method>-<budget>/predictions.jsonl   one line per sample (see :func:`_record`)
-    <benchmark>/<method>-<budget>/metrics.json
+    <benchmark>/<run>/predictions.jsonl   one line per sample (see :func:`_record`)
+    <benchmark>/<run>/timing.part-<rank>.jsonl   the re-timed first batches (``repeats``)
+    <benchmark>/<run>/metrics.json
+
+``<run>`` is :attr:`RunSpec.key`: method, canonical budget and the method's options.
 
 Generation is greedy ``generate()`` with left padding through the processor's chat template, ``batch_size``
 distinct requests at a time (samples with the same image and prompt share one generation), longest prompts
@@ -34,15 +38,22 @@ import torch
 
 from mmaccel.errors import ConfigError
 from mmaccel.eval import distributed
-from mmaccel.eval.config import BASELINE, RESULT_KEYS, EvalConfig, budget_label, options_label
-from mmaccel.eval.lock import LOCK_FILE, OutLock
+from mmaccel.eval.checks import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_methods,
+    check_model,
+    check_out_dir,
+    load_model,
+    model_fingerprint,
+)
+from mmaccel.eval.config import BASELINE, EvalConfig, budget_label, options_label
+from mmaccel.eval.lock import OutLock
 from mmaccel.eval.meter import BatchClock, GenerationTimer, PeakMemory, sample_efficiency, summarize, timing_header
 
 __all__ = ["ProgressHook", "RunSpec", "check_methods", "check_model", "check_out_dir", "evaluate", "plan_runs"]
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model.json"  # fingerprint of the checkpoint the predictions came from
 TIMING_PART = "timing.part-{rank}.jsonl"  # the timed repeats of a run's first batch (no predictions)
 
 
@@ -131,98 +142,6 @@ def plan_runs(config: EvalConfig) -> list[RunSpec]:
             "commands"
         )
     return runs
-
-
-def check_model(model: str) -> None:
-    """:class:`ConfigError` for a model that is neither ``toy`` nor a checkpoint directory (before any work)."""
-    if model == "toy":
-        return
-    path = Path(model).expanduser()
-    if not (path / "config.json").is_file():
-        raise ConfigError(
-            f"model={model!r}: not 'toy' and not a directory with a config.json (a local Hugging Face checkpoint)"
-        )
-
-
-def check_methods(runs: list[RunSpec], model: Any) -> None:
-    """:class:`ConfigError`/``NotSupportedError`` for a run its method cannot do on ``model`` (a budget above the
-    image's tokens, hyper-parameters out of the model's range, an unsupported family), before anything is written.
-    """
-    from mmaccel.errors import MmaccelError
-    from mmaccel.methods.registry import build_method
-    from mmaccel.models.registry import adapter_for
-
-    adapter = adapter_for(model)
-    checked: set[str] = set()
-    for run in runs:
-        if run.method == BASELINE or run.key in checked:
-            continue
-        checked.add(run.key)
-        try:
-            build_method(run.method, run.budget, **dict(run.options)).validate(adapter)
-        except MmaccelError as error:
-            raise type(error)(f"--method {run.method} --budget {budget_label(run.budget)}: {error}") from None
-
-
-def load_model(config: EvalConfig) -> tuple[Any, Any]:
-    """``(model, processor)`` of ``config.model``; any failure to read the checkpoint is a :class:`ConfigError`."""
-    import mmaccel
-    from mmaccel.errors import MmaccelError
-
-    try:
-        return mmaccel.load(config.model, device=config.device, dtype=_dtype(config.dtype))
-    except MmaccelError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
-        raise ConfigError(f"--model {config.model!r} could not be loaded: {type(error).__name__}: {error}") from None
-
-
-def model_fingerprint(model: str) -> str:
-    """A hash of a checkpoint: its config.json and each weight file's name, size and (up to 256 MiB) content."""
-    import hashlib
-
-    from mmaccel.loading import TOY_NAME, toy_checkpoint_path
-
-    path = toy_checkpoint_path() if model == TOY_NAME else Path(model).expanduser()
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        size = weights.stat().st_size
-        digest.update(f"{weights.name}:{size}".encode())
-        if size <= 256 * 2**20:
-            digest.update(weights.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def check_out_dir(config: EvalConfig, out: Path) -> None:
-    """Refuse ``out`` when it holds results of a config whose result-determining keys differ (named)."""
-    import yaml
-
-    path = out / CONFIG_FILE
-    if not path.is_file():
-        if out.is_dir() and any(entry.name not in ("data", LOCK_FILE) for entry in out.iterdir()):  # suites, lock
-            raise ConfigError(f"--out {str(out)!r} is not empty and holds no {CONFIG_FILE}; choose another --out")
-        return
-    stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    current = config.identity()
-    differing = [key for key in RESULT_KEYS if _normal(stored.get(key)) != _normal(current[key])]
-    details = [f"{key}: {stored.get(key)!r} there, {current[key]!r} now" for key in differing]
-    weights_file = out / WEIGHTS_FILE
-    if not differing and weights_file.is_file():
-        there = json.loads(weights_file.read_text(encoding="utf-8")).get("model_weights")
-        now = model_fingerprint(config.model)
-        if there != now:
-            differing.append("model weights")
-            details.append(f"model weights: {there} there, {now} now (the checkpoint changed)")
-    if differing:
-        details = "; ".join(details)
-        raise ConfigError(
-            f"--out {str(out)!r} holds results of a different config ({details}); choose another --out or "
-            "rerun with the same values"
-        )
-
-
-def _normal(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def environment(config: EvalConfig, shard: distributed.Shard) -> dict[str, Any]:
