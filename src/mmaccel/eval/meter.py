@@ -317,6 +317,7 @@ def timing_header(records: list[dict[str, Any]], repeats: list[dict[str, Any]] =
     cores = max((b["cores"] for b in batches if b.get("cores")), default=None)
     peak_load = max(loads) if loads else None
     return {
+        "timed": any(b.get("prefill_ms") is not None for b in batches),
         "batches": len(batches),
         "threads": sorted({b["threads"] for b in batches if b.get("threads") is not None}),
         "batch_sizes": sorted({b["batch_size"] for b in batches if b.get("batch_size") is not None}),

@@ -300,7 +300,7 @@ def _settings(results: list[dict[str, Any]]) -> str:
     headers = [r.get("timing") or {} for r in results]
     threads = sorted({t for h in headers for t in h.get("threads", [])})
     sizes = sorted({b for h in headers for b in h.get("batch_sizes", [])})
-    if not threads:
+    if not any(h.get("timed") for h in headers):
         return "Runs were not timed."
     repeats = min((h.get("batches", 0) for h in headers if h), default=0)
     loaded = sum(1 for h in headers if h.get("under_load"))

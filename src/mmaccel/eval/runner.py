@@ -173,10 +173,6 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def _dtype(name: str) -> torch.dtype | None:
-    return None if name == "auto" else getattr(torch, name)
-
-
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
