@@ -89,3 +89,23 @@ def test_a_kill_while_a_suite_is_written_does_not_block_the_next_run(small_confi
     data = Path(config.data)
     assert sorted(p.name for p in data.iterdir()) == ["shapes-gqa"]  # no partial folder left
     assert registry.read_manifest(data / "shapes-gqa")["size"] == 1
+
+
+def test_the_command_line_reports_a_locked_out_with_exit_2(capsys, tmp_path):
+    from filelock import FileLock
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with FileLock(str(out / ".lock")):
+        code = main(["eval", "--benchmark", "shapes-gqa", "--method", "none", "--limit", "1", "--no-timing",
+                     "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "in use by another mmaccel eval" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == []
+
+
+def test_a_method_named_twice_is_refused(small_config):
+    from mmaccel.eval.runner import plan_runs
+
+    with pytest.raises(ConfigError, match="fastv more than once"):
+        plan_runs(small_config(methods=["fastv", "fastv"]))
