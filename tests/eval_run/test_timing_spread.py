@@ -19,7 +19,7 @@ def test_each_run_has_repeats_quartiles_wall_cpu_load_and_threads(small_config, 
     assert prefill["n"] == 3  # the single batch, timed again twice
     assert prefill["q1"] <= prefill["median"] <= prefill["q3"] and prefill["iqr"] == prefill["q3"] - prefill["q1"]
     header = result["timing"]
-    assert header["batches"] == 3 and header["threads"] == [torch.get_num_threads()] and header["batch_sizes"] == [1]
+    assert header["batches"] == 3 and header["threads"] == [torch.get_num_threads()] and header["batch_sizes"] == [4]
     assert header["wall_s"] > 0 and header["cpu_s"] > 0 and header["cores"] >= 1
     assert header["load_avg_max"] >= 0 and isinstance(header["under_load"], bool)
     repeats = [json.loads(line) for line in (Path(config.out) / result["run"] / "timing.part-0.jsonl").open()]
@@ -36,13 +36,13 @@ def test_a_rerun_with_other_threads_keeps_the_settings_earlier_runs_were_timed_u
     finally:
         torch.set_num_threads(threads)
     by_method = {r["method"]: r["timing"] for r in results}
-    assert by_method["none"]["threads"] == [1] and by_method["none"]["batch_sizes"] == [1]
-    assert by_method["visionzip"]["threads"] == [2]
+    assert by_method["none"]["threads"] == [1] and by_method["none"]["batch_sizes"] == [4]
+    assert by_method["visionzip"]["threads"] == [2] and by_method["visionzip"]["batch_sizes"] == [2]
     table = efficiency_table(results)
     column = table[0].index("threads")
     assert {row[0]: row[column] for row in table[1:]} == {"none": "1", "visionzip": "2"}
     text = write_report(config.out).read_text()
-    assert "torch threads 1, 2" in text
+    assert "torch threads 1, 2 and batch size 2, 4" in text
 
 
 def _run(method, median, q1, q3, load=0.5, cores=2, under_load=False):

@@ -308,8 +308,8 @@ def summarize(records: list[dict[str, Any]], repeats: list[dict[str, Any]] = ())
 
 def timing_header(records: list[dict[str, Any]], repeats: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """The conditions a run was timed under, from its own timed batches (not the directory's latest settings):
-    torch threads and batch sizes seen, usable cores, the highest 1-minute load average, total wall and process
-    CPU seconds, and ``under_load`` when that load exceeded the cores (timings then include waiting)."""
+    torch threads and ``--batch-size`` values seen, usable cores, the highest 1-minute load average, total wall
+    and process CPU seconds, and ``under_load`` when that load exceeded the cores (times then include waiting)."""
     batches = timed_batches(records, repeats)
     if not batches:
         return {}
@@ -320,7 +320,7 @@ def timing_header(records: list[dict[str, Any]], repeats: list[dict[str, Any]] =
         "timed": any(b.get("prefill_ms") is not None for b in batches),
         "batches": len(batches),
         "threads": sorted({b["threads"] for b in batches if b.get("threads") is not None}),
-        "batch_sizes": sorted({b["batch_size"] for b in batches if b.get("batch_size") is not None}),
+        "batch_sizes": sorted({b.get("batch_limit", b.get("batch_size")) for b in batches} - {None}),
         "cores": cores,
         "load_avg_max": peak_load,
         "wall_s": sum(b.get("wall_ms") or 0.0 for b in batches) / 1e3,

@@ -347,6 +347,7 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
                 efficiency = sample_efficiency(stats, shape, text, new_tokens[row], element_bytes, works[row])
                 efficiency = efficiency.as_dict()
                 efficiency["timing"] = _timing(timer, len(chunk), f"{token}-{start}", memory, clock)
+                efficiency["timing"]["batch_limit"] = config.batch_size
                 for member in data.members[index]:
                     records.append(_record(data, member, answers[row], efficiency))
             distributed.append_records(part, records)
@@ -377,7 +378,8 @@ def _repeat_timing(config, path: Path, token: str, todo, data, model, processor,
         timer = GenerationTimer(config.device)
         with PeakMemory(torch.device(config.device)) as memory, BatchClock() as clock:
             _generate(model, processor, data, chunk, config.max_new_tokens, timer, session)
-        lines.append({**_timing(timer, len(chunk), f"{token}-0-repeat{repeat}", memory, clock), "repeat": repeat})
+        timing = _timing(timer, len(chunk), f"{token}-0-repeat{repeat}", memory, clock)
+        lines.append({**timing, "batch_limit": config.batch_size, "repeat": repeat})
     if lines:
         distributed.append_records(path, lines)
 
