@@ -31,17 +31,25 @@ def test_rows_off_budget_or_repeating_another_budget_are_marked():
     notes = budget_notes(results)
     assert set(notes) == {("sparsevlm", "0.125"), ("sparsevlm", "0.25"), ("pool", "11")}
     assert notes[("sparsevlm", "0.125")] == (
-        "asks for 8.0 layer-averaged visual tokens and gets 16.0 (+100.0 %, more than 5 % off); "
-        "the same tokens as budget 0.25"
+        "unreachable on this model: asks for 8.0 layer-averaged visual tokens and gets 16.0 "
+        "(+100.0 %, more than 5 % off); the same tokens as budget 0.25"
     )
     assert notes[("sparsevlm", "0.25")] == "the same tokens as budget 0.125"
-    assert notes[("pool", "11")].startswith("asks for 11.0 layer-averaged visual tokens and gets 10.0 (-9.1 %")
+    assert notes[("pool", "11")].startswith(
+        "unreachable on this model: asks for 11.0 layer-averaged visual tokens and gets 10.0 (-9.1 %"
+    )
     budgets = {row[0] + " " + row[1] for row in accuracy_table(results)[1:]}
-    assert {"fastv 0.5", "fastv 0.3", "sparsevlm 0.25 *", "sparsevlm 0.125 *", "pool 11 *"} <= budgets
+    assert {
+        "fastv 0.5",
+        "fastv 0.3",
+        "sparsevlm 0.25 *",
+        "sparsevlm 0.125 † unreachable *",
+        "pool 11 † unreachable",
+    } <= budgets
     table = efficiency_table(results)
     header = table[0]
     row = next(r for r in table if r[0] == "pool")
-    assert row[1] == "11 *"
+    assert row[1] == "11 † unreachable"
     assert (row[header.index("requested tokens")], row[header.index("achieved tokens")]) == ("11.0", "10.0")
 
 
@@ -64,6 +72,9 @@ def test_runner_records_both_counts_and_the_report_marks_the_pool_budget_no_grid
     assert by_budget[11]["efficiency"]["requested_tokens"]["mean"] == 11.0
     assert by_budget[10]["efficiency"]["achieved_tokens"]["mean"] == 10.0
     text = write_report(config.out).read_text()
-    assert "| pool | 11 * |" in text and "| pool | 10 * |" in text
-    assert "\\* pool 11: asks for 11.0 layer-averaged visual tokens and gets 10.0 (-9.1 %" in text
+    assert "| pool | 11 † unreachable * |" in text and "| pool | 10 * |" in text
+    assert (
+        "†\\* pool 11: unreachable on this model: asks for 11.0 layer-averaged visual tokens and gets 10.0 (-9.1 %"
+        in text
+    )
     assert "the same tokens as budget 10" in text

@@ -58,6 +58,14 @@ def test_summaries_count_each_batch_once():
         {"tokens": {"visual_tokens": 64}, "kv_bytes": 20, "timing": {"batch": "b", "prefill_ms": 10.0}},
     ]
     summary = summarize(records)
-    assert summary["kv_bytes"] == {"mean": 20.0, "median": 20.0, "max": 30.0, "n": 3}
+    assert summary["kv_bytes"] == {
+        "mean": 20.0,
+        "median": 20.0,
+        "max": 30.0,
+        "q1": 15.0,
+        "q3": 25.0,
+        "iqr": 10.0,
+        "n": 3,
+    }
     assert summary["prefill_ms"]["n"] == 2 and summary["prefill_ms"]["mean"] == 7.0
     assert "decode_ms_per_token" not in summary

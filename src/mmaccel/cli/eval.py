@@ -30,6 +30,7 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
     "--dtype": ("dtype", str, "auto, float32, float16 or bfloat16"),
     "--seed": ("seed", int, "seed of every run (default 0)"),
     "--threads": ("threads", int, "torch CPU threads (default: torch's choice)"),
+    "--repeats": ("repeats", int, "timed batches per run at least; the first batch is re-timed (default 3)"),
 }
 
 

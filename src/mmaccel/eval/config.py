@@ -6,9 +6,10 @@ registered training-free method at 50 %, 25 % and 12.5 % of the visual tokens, w
 
 The keys of :data:`RESULT_KEYS` determine the predictions; :meth:`EvalConfig.identity` holds them and
 :meth:`EvalConfig.fingerprint` hashes them. A results directory holds the runs of one identity; a rerun with
-another identity is refused (:func:`mmaccel.eval.runner.check_out_dir`). The selection keys (benchmarks, methods,
-budgets) only choose which runs exist, so a rerun may add runs to a directory; ``batch_size``, ``device``,
-``threads`` and ``timing`` change only the speed.
+another identity is refused (:func:`mmaccel.eval.checks.check_out_dir`). The selection keys (benchmarks, methods,
+budgets, and ``method_options``, which are part of each run's folder name) only choose which runs exist, so a
+rerun may add runs to a directory; ``batch_size``, ``device``, ``threads``, ``timing`` and ``repeats`` change
+only the speed (and are recorded per run, with the load average, when it is timed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "EvalConfig",
     "budget_label",
     "load_config",
+    "options_label",
     "parse_budgets",
 ]
 
@@ -45,9 +47,7 @@ DEFAULT_LIMIT: dict[str, int] = {
 }  # fmt: skip
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Keys that change predictions. Everything else changes which runs exist or how fast they go.
-RESULT_KEYS: tuple[str, ...] = (
-    "model", "data", "limit", "protocol", "dtype", "seed", "max_new_tokens", "method_options",
-)  # fmt: skip
+RESULT_KEYS: tuple[str, ...] = ("model", "data", "limit", "protocol", "dtype", "seed", "max_new_tokens")
 
 
 def parse_budgets(value: Any) -> list[float | int]:
@@ -73,6 +73,10 @@ def parse_budgets(value: Any) -> list[float | int]:
             raise ConfigError(f"budget={value!r}: the fraction {number} is outside (0, 1]")
         if isinstance(number, int) and number < 1:
             raise ConfigError(f"budget={value!r}: a token count must be at least 1, got {number}")
+        if any(type(number) is type(seen) and number == seen for seen in budgets):
+            raise ConfigError(
+                f"budget={value!r}: {text} is given twice; each budget runs once (1 is one token, 1.0 every token)"
+            )
         budgets.append(number)
     if not budgets:
         raise ConfigError(f"budget={value!r}: no budget given")
@@ -80,10 +84,28 @@ def parse_budgets(value: Any) -> list[float | int]:
 
 
 def budget_label(budget: float | int | None) -> str:
-    """Stable text of a budget for folder names and tables: ``0.25``, ``64``, ``full``."""
+    """Canonical text of a budget for folder names and tables: ``0.25``, ``1.0``, ``64``, ``full``.
+
+    A fraction always keeps its decimal point and every digit (``repr``), so a token count and a fraction never
+    share a label (``1`` is one token, ``1.0`` all of them) and two different fractions never do either.
+    """
     if budget is None:
         return "full"
-    return str(budget) if isinstance(budget, int) else f"{budget:g}"
+    return str(budget) if isinstance(budget, int) else repr(float(budget))
+
+
+def options_label(options: dict[str, Any]) -> str:
+    """Canonical text of a method's hyper-parameters for folder names: ``""`` for none, else ``k=3,ratio=0.5``
+    sorted by name (characters outside ``[A-Za-z0-9._=,+-]`` replaced), or a hash when that exceeds 60."""
+    if not options:
+        return ""
+    values = {name: options[name] if isinstance(options[name], str) else json.dumps(options[name], default=str)
+              for name in sorted(options)}  # fmt: skip
+    text = ",".join(f"{name}={value}" for name, value in values.items())
+    safe = "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in text)
+    if safe != text or len(safe) > 60:
+        safe = safe[:40] + "-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return safe
 
 
 @dataclass
@@ -113,11 +135,12 @@ class EvalConfig:
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     timing: bool = True  # warm-up and per-batch prefill / decode timing
+    repeats: int = 3  # timed batches per run at least: the first batch is timed again until there are this many
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.budgets = parse_budgets(self.budgets)
-        for name in ("batch_size", "max_new_tokens"):
+        for name in ("batch_size", "max_new_tokens", "repeats"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be a positive integer")
         limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]

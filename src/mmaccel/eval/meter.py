@@ -18,6 +18,7 @@ starts.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -30,12 +31,14 @@ from mmaccel.engine.context import SampleStats
 from mmaccel.ops.flops import ModelShape, VisualWork
 
 __all__ = [
+    "BatchClock",
     "GenerationTimer",
     "PeakMemory",
     "kv_cache_bytes",
     "sample_efficiency",
     "sample_prefill_flops",
     "summarize",
+    "timing_header",
 ]
 
 
@@ -70,6 +73,48 @@ class GenerationTimer:
         if len(self.stamps) < 3:
             return None
         return 1e3 * (self.stamps[-1] - self.stamps[1]) / (len(self.stamps) - 2)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes, averaged), or ``None`` where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+class BatchClock:
+    """``with BatchClock() as clock:`` measures a block's wall time and the process's CPU time (every thread),
+    and records the settings it ran under: torch threads, usable cores and the 1-minute load average at its end.
+
+    CPU time well above wall time means several threads computed; CPU time well below wall time on a CPU device
+    means the process waited (for other processes on a loaded machine, or for I/O).
+    """
+
+    def __enter__(self) -> BatchClock:
+        self.wall_ms = self.cpu_ms = 0.0
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.wall_ms = 1e3 * (time.perf_counter() - self._wall)
+        self.cpu_ms = 1e3 * (time.process_time() - self._cpu)
+        self.load_avg = load_average()
+        self.threads = torch.get_num_threads()
+        self.cores = usable_cores()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wall_ms": self.wall_ms, "cpu_ms": self.cpu_ms, "load_avg": self.load_avg, "threads": self.threads,
+            "cores": self.cores,
+        }  # fmt: skip
 
 
 def _rss_peak_bytes() -> int | None:
@@ -206,6 +251,9 @@ SUMMARY_FIELDS: dict[str, tuple[str, ...]] = {
     "prefill_ms_per_sample": ("timing", "prefill_ms_per_sample"),
     "decode_ms_per_token": ("timing", "decode_ms_per_token"),
     "peak_bytes": ("timing", "peak_bytes"),
+    "wall_ms": ("timing", "wall_ms"),
+    "cpu_ms": ("timing", "cpu_ms"),
+    "load_avg": ("timing", "load_avg"),
 }
 
 
@@ -217,26 +265,65 @@ def _get(record: dict[str, Any], path: tuple[str, ...]) -> Any:
     return record
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and median of every :data:`SUMMARY_FIELDS` quantity over ``records`` (efficiency dicts).
+def timed_batches(records: list[dict[str, Any]], repeats: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The timing of every batch: one per distinct ``batch`` id of ``records`` (efficiency dicts, whose
+    timing repeats on each sample of a batch), plus ``repeats`` (timing dicts of re-timed batches)."""
+    batches: dict[Any, dict[str, Any]] = {}
+    for timing in [record.get("timing") or {} for record in records] + list(repeats):
+        if timing.get("batch") is not None:
+            batches.setdefault(timing["batch"], timing)
+    return list(batches.values())
 
-    Timing fields are per batch and repeated on every sample of the batch, so they are summarised over batches
-    (one value per distinct ``batch`` id), not over samples; samples without timing are skipped.
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, median, maximum, quartiles (``q1``, ``q3``), interquartile range and count of ``values``."""
+    if len(values) > 1:
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    else:
+        q1 = q3 = values[0]
+    return {
+        "mean": statistics.fmean(values), "median": statistics.median(values), "max": max(values), "q1": q1,
+        "q3": q3, "iqr": q3 - q1, "n": len(values),
+    }  # fmt: skip
+
+
+def summarize(records: list[dict[str, Any]], repeats: list[dict[str, Any]] = ()) -> dict[str, dict[str, float]]:
+    """Mean, median and maximum of every :data:`SUMMARY_FIELDS` quantity over ``records`` (efficiency dicts).
+
+    Timing fields are per batch and repeated on every sample of the batch, so they are summarised over the
+    timed batches (:func:`timed_batches`, with the re-timed ``repeats``), with their quartiles and IQR;
+    samples without timing are skipped.
     """
+    batches = timed_batches(records, repeats)
     summary: dict[str, dict[str, float]] = {}
     for name, path in SUMMARY_FIELDS.items():
         if path[0] == "timing":
-            per_batch: dict[Any, float] = {}
-            for record in records:
-                value = _get(record, path)
-                if value is not None:
-                    per_batch.setdefault(_get(record, ("timing", "batch")), float(value))
-            values = list(per_batch.values())
+            values = [float(b[path[1]]) for b in batches if b.get(path[1]) is not None]
         else:
             values = [float(v) for v in (_get(r, path) for r in records) if v is not None]
         if values:
-            summary[name] = {
-                "mean": statistics.fmean(values), "median": statistics.median(values), "max": max(values),
-                "n": len(values),
-            }  # fmt: skip
+            summary[name] = spread(values)
     return summary
+
+
+def timing_header(records: list[dict[str, Any]], repeats: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The conditions a run was timed under, from its own timed batches (not the directory's latest settings):
+    torch threads and ``--batch-size`` values seen, usable cores, the highest 1-minute load average, total wall
+    and process CPU seconds, and ``under_load`` when that load exceeded the cores (times then include waiting)."""
+    batches = timed_batches(records, repeats)
+    if not batches:
+        return {}
+    loads = [b["load_avg"] for b in batches if b.get("load_avg") is not None]
+    cores = max((b["cores"] for b in batches if b.get("cores")), default=None)
+    peak_load = max(loads) if loads else None
+    return {
+        "timed": any(b.get("prefill_ms") is not None for b in batches),
+        "batches": len(batches),
+        "threads": sorted({b["threads"] for b in batches if b.get("threads") is not None}),
+        "batch_sizes": sorted({b.get("batch_limit", b.get("batch_size")) for b in batches} - {None}),
+        "cores": cores,
+        "load_avg_max": peak_load,
+        "wall_s": sum(b.get("wall_ms") or 0.0 for b in batches) / 1e3,
+        "cpu_s": sum(b.get("cpu_ms") or 0.0 for b in batches) / 1e3,
+        "under_load": peak_load is not None and cores is not None and peak_load > cores,
+    }

@@ -5,9 +5,13 @@
     config.yaml            the config of the directory (its result-determining keys must match on a rerun)
     environment.json       versions, device, threads, processes
     metrics.json           one entry per run: headline, bootstrap SE, all benchmark metrics, efficiency summary
+    .lock                  held by the evaluation writing the directory (:mod:`mmaccel.eval.lock`)
     data/<suite>/          synthetic suites written at the configured size (unless ``data`` points elsewhere)
-    <benchmark>/<method>-<budget>/predictions.jsonl   one line per sample (see :func:`_record`)
-    <benchmark>/<method>-<budget>/metrics.json
+    <benchmark>/<run>/predictions.jsonl   one line per sample (see :func:`_record`)
+    <benchmark>/<run>/timing.part-<rank>.jsonl   the re-timed first batches (``repeats``)
+    <benchmark>/<run>/metrics.json
+
+``<run>`` is :attr:`RunSpec.key`: method, canonical budget and the method's options.
 
 Generation is greedy ``generate()`` with left padding through the processor's chat template, ``batch_size``
 distinct requests at a time (samples with the same image and prompt share one generation), longest prompts
@@ -24,7 +28,8 @@ import platform
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +38,23 @@ import torch
 
 from mmaccel.errors import ConfigError
 from mmaccel.eval import distributed
-from mmaccel.eval.config import BASELINE, RESULT_KEYS, EvalConfig, budget_label
-from mmaccel.eval.meter import GenerationTimer, PeakMemory, sample_efficiency, summarize
+from mmaccel.eval.checks import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_methods,
+    check_model,
+    check_out_dir,
+    load_model,
+    model_fingerprint,
+)
+from mmaccel.eval.config import BASELINE, EvalConfig, budget_label, options_label
+from mmaccel.eval.lock import OutLock
+from mmaccel.eval.meter import BatchClock, GenerationTimer, PeakMemory, sample_efficiency, summarize, timing_header
 
-__all__ = ["ProgressHook", "RunSpec", "check_model", "check_out_dir", "evaluate", "plan_runs"]
+__all__ = ["ProgressHook", "RunSpec", "check_methods", "check_model", "check_out_dir", "evaluate", "plan_runs"]
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model.json"  # fingerprint of the checkpoint the predictions came from
+TIMING_PART = "timing.part-{rank}.jsonl"  # the timed repeats of a run's first batch (no predictions)
 
 
 class ProgressHook:
@@ -55,17 +69,25 @@ class ProgressHook:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run: ``benchmark`` as configured (a suite or a benchmark name), ``method`` (``none``) and ``budget``."""
+    """One run: ``benchmark`` as configured (a suite or a benchmark name), ``method`` (``none``), ``budget`` and
+    the method's hyper-parameters ``options`` (sorted (name, value) pairs)."""
 
     benchmark: str
     scorer: str  # the registered benchmark that loads and scores it
     synthetic: bool
     method: str
     budget: float | int | None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The run's folder name: method, canonical budget (``1`` tokens, ``1.0`` all) and options, if any."""
+        options = options_label(dict(self.options))
+        return f"{self.method}-{budget_label(self.budget)}" + (f"-{options}" if options else "")
 
     @property
     def name(self) -> str:
-        return f"{self.benchmark}/{self.method}-{budget_label(self.budget)}"
+        return f"{self.benchmark}/{self.key}"
 
 
 def default_methods(names: list[str]) -> list[str]:
@@ -85,6 +107,10 @@ def plan_runs(config: EvalConfig) -> list[RunSpec]:
 
     benchmarks = config.benchmarks or list_suites()
     methods = config.methods or [BASELINE, *default_methods(list_methods())]
+    for name, values in (("benchmark", benchmarks), ("method", methods)):
+        twice = sorted({value for value in values if values.count(value) > 1})
+        if twice:
+            raise ConfigError(f"--{name} names {', '.join(twice)} more than once; each runs once")
     unknown_options = sorted(set(config.method_options) - set(methods))
     if unknown_options:
         raise ConfigError(f"method_options names {', '.join(unknown_options)}, which are not among the methods")
@@ -105,9 +131,10 @@ def plan_runs(config: EvalConfig) -> list[RunSpec]:
             if method == BASELINE:
                 runs.append(RunSpec(benchmark, scorer, synthetic, BASELINE, None))
                 continue
+            options = config.method_options.get(method, {})
             for budget in config.budgets:
-                build_method(method, budget, **config.method_options.get(method, {}))  # validates
-                runs.append(RunSpec(benchmark, scorer, synthetic, method, budget))
+                build_method(method, budget, **options)  # validates
+                runs.append(RunSpec(benchmark, scorer, synthetic, method, budget, tuple(sorted(options.items()))))
     real = {run.benchmark for run in runs if not run.synthetic}
     if len(real) > 1 or (real and any(run.synthetic for run in runs)):
         raise ConfigError(
@@ -115,65 +142,6 @@ def plan_runs(config: EvalConfig) -> list[RunSpec]:
             "commands"
         )
     return runs
-
-
-def check_model(model: str) -> None:
-    """:class:`ConfigError` for a model that is neither ``toy`` nor a checkpoint directory (before any work)."""
-    if model == "toy":
-        return
-    path = Path(model).expanduser()
-    if not (path / "config.json").is_file():
-        raise ConfigError(
-            f"model={model!r}: not 'toy' and not a directory with a config.json (a local Hugging Face checkpoint)"
-        )
-
-
-def model_fingerprint(model: str) -> str:
-    """A hash of a checkpoint: its config.json and each weight file's name, size and (up to 256 MiB) content."""
-    import hashlib
-
-    from mmaccel.loading import TOY_NAME, toy_checkpoint_path
-
-    path = toy_checkpoint_path() if model == TOY_NAME else Path(model).expanduser()
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        size = weights.stat().st_size
-        digest.update(f"{weights.name}:{size}".encode())
-        if size <= 256 * 2**20:
-            digest.update(weights.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def check_out_dir(config: EvalConfig, out: Path) -> None:
-    """Refuse ``out`` when it holds results of a config whose result-determining keys differ (named)."""
-    import yaml
-
-    path = out / CONFIG_FILE
-    if not path.is_file():
-        if out.is_dir() and any(entry.name != "data" for entry in out.iterdir()):  # data/: suites written
-            raise ConfigError(f"--out {str(out)!r} is not empty and holds no {CONFIG_FILE}; choose another --out")
-        return
-    stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    current = config.identity()
-    differing = [key for key in RESULT_KEYS if _normal(stored.get(key)) != _normal(current[key])]
-    details = [f"{key}: {stored.get(key)!r} there, {current[key]!r} now" for key in differing]
-    weights_file = out / WEIGHTS_FILE
-    if not differing and weights_file.is_file():
-        there = json.loads(weights_file.read_text(encoding="utf-8")).get("model_weights")
-        now = model_fingerprint(config.model)
-        if there != now:
-            differing.append("model weights")
-            details.append(f"model weights: {there} there, {now} now (the checkpoint changed)")
-    if differing:
-        details = "; ".join(details)
-        raise ConfigError(
-            f"--out {str(out)!r} holds results of a different config ({details}); choose another --out or "
-            "rerun with the same values"
-        )
-
-
-def _normal(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def environment(config: EvalConfig, shard: distributed.Shard) -> dict[str, Any]:
@@ -205,10 +173,6 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def _dtype(name: str) -> torch.dtype | None:
-    return None if name == "auto" else getattr(torch, name)
-
-
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -224,6 +188,15 @@ class _Loaded:
     prompts: list[str]
     requests: list[int]  # per distinct request: the index of its first sample
     members: dict[int, list[int]]  # first sample index -> every sample index with that request
+    _chance: dict[str, float | None] = field(default_factory=dict)
+
+    def chance(self, protocol: str) -> float | None:
+        """The benchmark's headline for random answers on these samples (cached; see :mod:`mmaccel.eval.chance`)."""
+        from mmaccel.eval.chance import chance_level
+
+        if protocol not in self._chance:
+            self._chance[protocol] = chance_level(self.bench, self.samples, protocol)
+        return self._chance[protocol]
 
 
 def _load_run(config: EvalConfig, run: RunSpec, data_root: Path) -> _Loaded:
@@ -253,9 +226,11 @@ def evaluate(
     """Run every run of ``config`` and return the per-run metrics (rank 0; other processes return ``[]``).
 
     ``loaded_model``: an already loaded ``(model, processor)`` to use instead of loading ``config.model``.
+    Everything that can be refused is refused before ``config.out`` is created or changed: names, budgets and
+    hyper-parameters (:func:`plan_runs`), the model folder (loaded first), each method on that model
+    (:func:`check_methods`) and a results directory of another config (:func:`check_out_dir`). Rank 0 then holds
+    the directory's lock (:class:`~mmaccel.eval.lock.OutLock`) until the report's inputs are written.
     """
-    import yaml
-
     progress = progress or ProgressHook()
     runs = plan_runs(config)
     if loaded_model is None:
@@ -265,50 +240,61 @@ def evaluate(
     if shard.device(config.device) != config.device:
         config = config.with_overrides({"device": shard.device(config.device)})
     try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if loaded_model is None:
+            loaded_model = load_model(config)
+        model, processor = loaded_model
+        check_methods(runs, model)
         data_root = Path(config.data) if config.data is not None else out / "data"
         firsts = list({run.benchmark: run for run in runs}.values())
-        if shard.is_main:  # write the synthetic suites once, before the other processes read them
-            check_out_dir(config, out)
-            loaded = {run.benchmark: _load_run(config, run, data_root) for run in firsts}
-            out.mkdir(parents=True, exist_ok=True)
-            if not (out / CONFIG_FILE).is_file():
-                (out / CONFIG_FILE).write_text(yaml.safe_dump(config.as_dict(), sort_keys=False), encoding="utf-8")
-                weights = {"model": config.model, "model_weights": model_fingerprint(config.model)}
-                (out / WEIGHTS_FILE).write_text(json.dumps(weights, indent=2) + "\n", encoding="utf-8")
-        shard.barrier()
-        if not shard.is_main:
-            loaded = {run.benchmark: _load_run(config, run, data_root) for run in firsts}
-        todo = {run: _todo(run, loaded[run.benchmark], out, shard) for run in runs}
-        shard.barrier()  # every process has read what is done before anyone appends
-        total = sum(len(requests) for requests in todo.values())
-        progress.start(total)
-        if total:
-            if config.threads:
-                torch.set_num_threads(config.threads)
-            if loaded_model is None:
-                import mmaccel
-
-                loaded_model = mmaccel.load(config.model, device=config.device, dtype=_dtype(config.dtype))
-            model, processor = loaded_model
-            for run in (run for run in runs if todo[run]):
-                data = loaded[run.benchmark]
-                _generate_run(config, run, data, todo[run], model, processor, out, shard, progress)
-        shard.barrier()
-        results = []
+        # real data is only read: a folder that does not match its benchmark is refused before --out is made
+        loaded = {run.benchmark: _load_run(config, run, data_root) for run in firsts if not run.synthetic}
         if shard.is_main:
-            env = environment(config, shard)
-            (out / "environment.json").write_text(json.dumps(env, indent=2) + "\n", encoding="utf-8")
-            results = [_finish_run(config, run, loaded[run.benchmark], out) for run in runs]
-            summary = {"fingerprint": config.fingerprint(), "config": config.as_dict(), "runs": results}
-            (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        shard.barrier()
-        return results
+            check_out_dir(config, out)
+            out.mkdir(parents=True, exist_ok=True)
+        with OutLock(out) if shard.is_main else nullcontext():
+            return _evaluate_locked(config, runs, loaded, progress, model, processor, out, shard)
     finally:
         shard.close()
 
 
+def _evaluate_locked(config, runs, loaded, progress, model, processor, out: Path, shard) -> list[dict[str, Any]]:
+    import yaml
+
+    data_root = Path(config.data) if config.data is not None else out / "data"
+    firsts = [run for run in {run.benchmark: run for run in runs}.values() if run.benchmark not in loaded]
+    if shard.is_main:  # write the synthetic suites once, before the other processes read them
+        check_out_dir(config, out)  # again: another evaluation may have written it while this one loaded
+        loaded.update({run.benchmark: _load_run(config, run, data_root) for run in firsts})
+        if not (out / CONFIG_FILE).is_file():
+            (out / CONFIG_FILE).write_text(yaml.safe_dump(config.as_dict(), sort_keys=False), encoding="utf-8")
+            weights = {"model": config.model, "model_weights": model_fingerprint(config.model)}
+            (out / WEIGHTS_FILE).write_text(json.dumps(weights, indent=2) + "\n", encoding="utf-8")
+    shard.barrier()
+    if not shard.is_main:
+        loaded.update({run.benchmark: _load_run(config, run, data_root) for run in firsts})
+    todo = {run: _todo(run, loaded[run.benchmark], out, shard) for run in runs}
+    shard.barrier()  # every process has read what is done before anyone appends
+    total = sum(len(requests) for requests in todo.values())
+    progress.start(total)
+    for index, run in enumerate(run for run in runs if todo[run]):
+        warm = config.batch_size if index == 0 else 2  # the process's first batch also grows its buffers
+        _generate_run(config, run, loaded[run.benchmark], todo[run], model, processor, out, shard, progress, warm)
+    shard.barrier()
+    results = []
+    if shard.is_main:
+        env = environment(config, shard)
+        (out / "environment.json").write_text(json.dumps(env, indent=2) + "\n", encoding="utf-8")
+        results = [_finish_run(config, run, loaded[run.benchmark], out) for run in runs]
+        summary = {"fingerprint": config.fingerprint(), "config": config.as_dict(), "runs": results}
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    shard.barrier()
+    return results
+
+
 def _run_dir(out: Path, run: RunSpec) -> Path:
-    return out / run.benchmark / f"{run.method}-{budget_label(run.budget)}"
+    return out / run.benchmark / run.key
 
 
 def _todo(run: RunSpec, data: _Loaded, out: Path, shard: distributed.Shard) -> list[int]:
@@ -318,7 +304,7 @@ def _todo(run: RunSpec, data: _Loaded, out: Path, shard: distributed.Shard) -> l
     return [index for index in mine if any(data.samples[member].id not in done for member in data.members[index])]
 
 
-def _generate_run(config, run, data, todo, model, processor, out, shard, progress) -> None:
+def _generate_run(config, run, data, todo, model, processor, out, shard, progress, warm: int = 2) -> None:
     import mmaccel
     from mmaccel.engine.visual import visual_tokens_per_row
     from mmaccel.models.registry import adapter_for
@@ -335,17 +321,16 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
     _seed(config.seed)
     session = None
     if run.method != BASELINE:
-        options = config.method_options.get(run.method, {})
-        session = mmaccel.apply(model, run.method, budget=run.budget, **options)
+        session = mmaccel.apply(model, run.method, budget=run.budget, **dict(run.options))
     tokenizer = processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         if config.timing:  # warm-up: the first call of a configuration pays one-off costs
-            _generate(model, processor, data, todo[:2], 2, None, session)
+            _generate(model, processor, data, todo[:warm], 2, None, session)
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start : start + config.batch_size]
             timer = GenerationTimer(config.device) if config.timing else None
-            with PeakMemory(torch.device(config.device)) as memory:
+            with PeakMemory(torch.device(config.device)) as memory, BatchClock() as clock:
                 answers, inputs, new_tokens = _generate(
                     model, processor, data, chunk, config.max_new_tokens, timer, session
                 )
@@ -361,11 +346,15 @@ def _generate_run(config, run, data, todo, model, processor, out, shard, progres
                 text = int(inputs["attention_mask"][row].sum()) - stats.visual_tokens  # text, markers, newlines
                 efficiency = sample_efficiency(stats, shape, text, new_tokens[row], element_bytes, works[row])
                 efficiency = efficiency.as_dict()
-                efficiency["timing"] = _timing(timer, len(chunk), f"{token}-{start}", memory)
+                efficiency["timing"] = _timing(timer, len(chunk), f"{token}-{start}", memory, clock)
+                efficiency["timing"]["batch_limit"] = config.batch_size
                 for member in data.members[index]:
                     records.append(_record(data, member, answers[row], efficiency))
             distributed.append_records(part, records)
             progress.advance(len(chunk), run.name)
+        if config.timing:
+            _repeat_timing(config, run_dir / TIMING_PART.format(rank=shard.rank), token, todo, data, model,
+                           processor, session, timed=-(-len(todo) // config.batch_size))  # fmt: skip
     finally:
         tokenizer.padding_side = side
         if session is not None:
@@ -380,8 +369,26 @@ def _baseline_stats(visual: int, work, shape):
     return SampleStats(images=work.items, visual_tokens=visual, layer_tokens=[visual] * shape.decoder.layers)
 
 
-def _timing(timer: GenerationTimer | None, batch: int, batch_id: str, memory: PeakMemory) -> dict[str, Any]:
+def _repeat_timing(config, path: Path, token: str, todo, data, model, processor, session, timed: int) -> None:
+    """Time the run's first batch again until the run has ``config.repeats`` timed batches; the answers of the
+    repeats are dropped, their timing goes to ``path`` (one line per repeat)."""
+    chunk = todo[: config.batch_size]
+    lines = []
+    for repeat in range(1, config.repeats - timed + 1):
+        timer = GenerationTimer(config.device)
+        with PeakMemory(torch.device(config.device)) as memory, BatchClock() as clock:
+            _generate(model, processor, data, chunk, config.max_new_tokens, timer, session)
+        timing = _timing(timer, len(chunk), f"{token}-0-repeat{repeat}", memory, clock)
+        lines.append({**timing, "batch_limit": config.batch_size, "repeat": repeat})
+    if lines:
+        distributed.append_records(path, lines)
+
+
+def _timing(
+    timer: GenerationTimer | None, batch: int, batch_id: str, memory: PeakMemory, clock: BatchClock
+) -> dict[str, Any]:
     timing: dict[str, Any] = {"batch": batch_id, "batch_size": batch, "peak_bytes": memory.peak_bytes}
+    timing.update(clock.as_dict())
     if timer is not None and timer.prefill_ms is not None:
         timing["prefill_ms"] = timer.prefill_ms
         timing["prefill_ms_per_sample"] = timer.prefill_ms / batch
@@ -409,6 +416,8 @@ def _finish_run(config: EvalConfig, run: RunSpec, data: _Loaded, out: Path) -> d
     run_dir = _run_dir(out, run)
     run_dir.mkdir(parents=True, exist_ok=True)
     records = distributed.merge_parts(run_dir, [sample.id for sample in data.samples])
+    timing_parts = sorted(run_dir.glob(TIMING_PART.format(rank="*")))
+    repeats = [line for path in timing_parts for line in distributed.read_records(path)]
     by_id = {record["id"]: record for record in records}
     missing = [sample.id for sample in data.samples if sample.id not in by_id]
     if missing:
@@ -424,13 +433,16 @@ def _finish_run(config: EvalConfig, run: RunSpec, data: _Loaded, out: Path) -> d
         "scorer": run.scorer,
         "method": run.method,
         "budget": run.budget,
+        "options": dict(run.options),
         "samples": len(data.samples),
         "generations": len(data.requests),
         "headline": metrics["headline"],
         "value": metrics[metrics["headline"]],
         "se": se,
         "metrics": metrics,
-        "efficiency": summarize([record["efficiency"] for record in records]),
+        "chance": data.chance(config.protocol),
+        "efficiency": summarize([record["efficiency"] for record in records], repeats),
+        "timing": timing_header([record["efficiency"] for record in records], repeats),
     }
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     log.debug("%s scored in %.2f s", run.name, time.perf_counter() - started)

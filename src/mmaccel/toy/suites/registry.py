@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +125,10 @@ def write_suite(name: str, root: str | Path, size: int | None = None) -> dict[st
     The same name and size always give the same bytes. ``size`` (default: the suite's full size, in its
     ``unit``) may be smaller for quick runs; the items are then the first ``size`` of the full suite. ``root``
     must be empty, missing, or hold an earlier copy of the same suite and size (overwritten).
+
+    The suite is written into a sibling folder ``.<name>.partial`` and renamed to ``root`` when complete, so a
+    kill in the middle leaves ``root`` as it was (missing, empty or the earlier copy) and only the partial
+    folder, which the next write removes and starts again.
     """
     suite = get_suite(name)
     size = suite.size if size is None else size
@@ -137,12 +143,25 @@ def write_suite(name: str, root: str | Path, size: int | None = None) -> dict[st
             f"{root} holds {previous.get('suite')} of size {previous.get('size')}; write {name} (size {size}) "
             "to another folder"
         )
-    root.mkdir(parents=True, exist_ok=True)
-    counts = suite.write(root, suite.number, size)
+    partial = partial_folder(root)
+    if partial.exists():
+        log.info("removing %s, left by an interrupted write", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    counts = suite.write(partial, suite.number, size)
     manifest = {
         "suite": name, "benchmark": suite.benchmark, "seed": [SUITE_SEED, suite.number], "size": size,
         "unit": suite.unit, "se_bound": round(suite.se_bound(size), 3), **counts,
     }  # fmt: skip
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    if root.exists():  # empty, or the earlier copy of this suite and size
+        shutil.rmtree(root)
+    os.replace(partial, root)
     log.info("wrote %s (%d %s) to %s", name, size, suite.unit, root)
     return manifest
+
+
+def partial_folder(root: str | Path) -> Path:
+    """Where :func:`write_suite` writes the suite for ``root`` before renaming it: ``.<name>.partial`` beside it."""
+    root = Path(root).absolute()
+    return root.parent / f".{root.name}.partial"
