@@ -24,7 +24,6 @@ __all__ = [
     "check_output_file",
     "check_positive",
     "check_threads",
-    "check_unique_budgets",
 ]
 
 MAX_THREADS_PER_CORE = 4  # --threads above cores x this is refused (thread pools that large crash torch)
@@ -45,12 +44,9 @@ def check_eval_flags(args: argparse.Namespace) -> None:
     if getattr(args, "config", None) is not None:
         read_text(Path(args.config), "YAML config file")  # a folder, a missing or a binary file: named
     for flag in ("--method", "--benchmark"):
-        value = getattr(args, flag.lstrip("-"), None)
-        check_names(flag, value)
-        if value is not None:
-            check_unique(flag, value.replace(",", " ").split())  # the names the config reads
+        check_names(flag, getattr(args, flag.lstrip("-"), None))  # repeated names and budgets: eval.config/runner
     if getattr(args, "budget", None) is not None:
-        check_unique_budgets(parse_budgets(args.budget))
+        parse_budgets(args.budget)
     if getattr(args, "device", None) is not None:
         check_device(args.device)
     if getattr(args, "threads", None) is not None:
@@ -60,11 +56,8 @@ def check_eval_flags(args: argparse.Namespace) -> None:
 
 
 def check_eval_config(config: Any) -> None:
-    """The same checks on the merged config (flags over a ``--config`` file): repeated names and budgets, the
-    device, the thread count and the output folder."""
-    check_unique("--method", config.methods)
-    check_unique("--benchmark", config.benchmarks)
-    check_unique_budgets(config.budgets)
+    """The same checks on the merged config (flags over a ``--config`` file): the device, the thread count and the
+    output folder (repeated names and budgets are refused where the config and the run plan are read)."""
     check_device(config.device)
     check_threads(config.threads)
     check_output_dir("--out", config.out)
@@ -80,30 +73,6 @@ def check_names(flag: str, value: str | None) -> None:
         raise ConfigError(f"{flag} {value!r}: no name given; give one or more names separated by commas")
     if "" in items:
         raise ConfigError(f"{flag} {value!r}: an empty name between commas; give names separated by commas")
-
-
-def check_unique(flag: str, names: list[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ConfigError(f"{flag}: {name!r} is given twice; give each name once")
-        seen.add(name)
-
-
-def budget_key(budget: float | int) -> tuple[str, float | int]:
-    """The identity of a budget: its kind and value, so 1 (one token) and 1.0 (every token) differ, and 0.5 and
-    0.50 do not."""
-    return ("tokens" if isinstance(budget, int) else "fraction", budget)
-
-
-def check_unique_budgets(budgets: list[float | int]) -> None:
-    seen: set[tuple[str, float | int]] = set()
-    for budget in budgets:
-        key = budget_key(budget)
-        if key in seen:
-            kind = "token count" if key[0] == "tokens" else "fraction"
-            raise ConfigError(f"--budget: the {kind} {budget!r} is given twice; give each budget once")
-        seen.add(key)
 
 
 def check_device(device: str) -> None:

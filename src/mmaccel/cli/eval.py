@@ -76,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from mmaccel.cli.checks import check_eval_config
     from mmaccel.eval.config import load_config
     from mmaccel.eval.runner import ProgressHook, evaluate, plan_runs
 
     config = load_config(args.config, overrides_from_args(args))
+    check_eval_config(config)  # flags and --config values alike: names, budgets, device, threads, --out
     plan_runs(config)  # bad names and budgets fail here, before anything is loaded or written
     console = Console(stderr=True)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
