@@ -68,3 +68,16 @@ def test_speed_ups_within_the_spread_and_timings_under_load_are_flagged():
     assert rows["pool"][speed] == "1.11 [0.75-1.57] ~"
     assert rows["pool"][load] == "3.5/2 !" and rows["fastv"][load] == "0.5/2"
     assert rows["pool"][header.index("IQR ms")] == "5.00"
+
+
+def test_under_load_means_other_processes_held_the_cores():
+    from mmaccel.eval.meter import timing_header
+
+    def header(load, wall_ms, cpu_ms):
+        timing = {"batch": "b1", "load_avg": load, "cores": 2, "threads": 2, "wall_ms": wall_ms, "cpu_ms": cpu_ms}
+        return timing_header([{"timing": timing}])
+
+    assert not header(1.2, 100.0, 190.0)["under_load"]  # below the cores
+    assert not header(2.1, 100.0, 190.0)["under_load"]  # the run's own two threads: 2.1 - 1.9 of others
+    assert header(3.4, 100.0, 120.0)["under_load"]  # 2.2 cores' worth of other work: the run waited
+    assert header(2.6, 100.0, 190.0)["under_load"]  # above the cores with 0.7 of other work

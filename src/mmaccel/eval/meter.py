@@ -82,6 +82,9 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+OTHER_LOAD = 0.5  # cores' worth of other processes' runnable work above which a timing counts as taken under load
+
+
 def load_average() -> float | None:
     """The 1-minute load average (runnable processes, averaged), or ``None`` where the platform has none."""
     try:
@@ -309,13 +312,20 @@ def summarize(records: list[dict[str, Any]], repeats: list[dict[str, Any]] = ())
 def timing_header(records: list[dict[str, Any]], repeats: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """The conditions a run was timed under, from its own timed batches (not the directory's latest settings):
     torch threads and ``--batch-size`` values seen, usable cores, the highest 1-minute load average, total wall
-    and process CPU seconds, and ``under_load`` when that load exceeded the cores (times then include waiting)."""
+    and process CPU seconds, and ``under_load`` when that load exceeded the cores while other processes held more
+    than half a core (the load less this run's own parallelism, CPU seconds over wall seconds): times then
+    include waiting. The run's own threads alone never flag it: on an otherwise idle 2-core machine an evaluation
+    with 2 threads keeps the load at about 2."""
     batches = timed_batches(records, repeats)
     if not batches:
         return {}
     loads = [b["load_avg"] for b in batches if b.get("load_avg") is not None]
     cores = max((b["cores"] for b in batches if b.get("cores")), default=None)
     peak_load = max(loads) if loads else None
+    wall_s = sum(b.get("wall_ms") or 0.0 for b in batches) / 1e3
+    cpu_s = sum(b.get("cpu_ms") or 0.0 for b in batches) / 1e3
+    own = cpu_s / wall_s if wall_s > 0 else 0.0  # this run's average parallelism
+    contended = peak_load is not None and cores is not None and peak_load > cores and peak_load - own > OTHER_LOAD
     return {
         "timed": any(b.get("prefill_ms") is not None for b in batches),
         "batches": len(batches),
@@ -323,7 +333,7 @@ def timing_header(records: list[dict[str, Any]], repeats: list[dict[str, Any]] =
         "batch_sizes": sorted({b.get("batch_limit", b.get("batch_size")) for b in batches} - {None}),
         "cores": cores,
         "load_avg_max": peak_load,
-        "wall_s": sum(b.get("wall_ms") or 0.0 for b in batches) / 1e3,
-        "cpu_s": sum(b.get("cpu_ms") or 0.0 for b in batches) / 1e3,
-        "under_load": peak_load is not None and cores is not None and peak_load > cores,
+        "wall_s": wall_s,
+        "cpu_s": cpu_s,
+        "under_load": contended,
     }
