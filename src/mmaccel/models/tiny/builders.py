@@ -226,6 +226,23 @@ def _tiny_text_config(config_class, hidden: int, layers: int, vocab: int):
     )
 
 
+def _anyres_tower(image_size: int, patch_size: int, width: int) -> dict:
+    """The 3-block vision tower of the tiny anyres families (CLIP or SigLIP keyword arguments)."""
+    return {
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
+
+
+def _pinpoints(image_size: int) -> list[list[int]]:
+    """``TINY_GRID_PINPOINTS`` scaled to tiles of ``image_size`` pixels."""
+    return [[h * image_size // 32, w * image_size // 32] for h, w in TINY_GRID_PINPOINTS]
+
+
 def tiny_llava_next(
     image_size: int = 32,
     patch_size: int = 8,
@@ -242,20 +259,12 @@ def tiny_llava_next(
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
 
     torch.manual_seed(seed)
-    vision = CLIPVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=vision_hidden,
-    )
+    vision = CLIPVisionConfig(**_anyres_tower(image_size, patch_size, vision_hidden), projection_dim=vision_hidden)
     config = LlavaNextConfig(
         vision_config=vision,
         text_config=_tiny_text_config(LlamaConfig, hidden, layers, vocab),
         image_token_index=TINY_IMAGE_TOKEN,
-        image_grid_pinpoints=[[h * image_size // 32, w * image_size // 32] for h, w in TINY_GRID_PINPOINTS],
+        image_grid_pinpoints=_pinpoints(image_size),
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
     )
@@ -282,20 +291,12 @@ def tiny_llava_onevision(
     )
 
     torch.manual_seed(seed)
-    vision = SiglipVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
     config = LlavaOnevisionConfig(
-        vision_config=vision,
+        vision_config=SiglipVisionConfig(**_anyres_tower(image_size, patch_size, vision_hidden)),
         text_config=_tiny_text_config(Qwen2Config, hidden, layers, vocab),
         image_token_index=TINY_IMAGE_TOKEN,
         video_token_index=TINY_VIDEO_TOKEN,
-        image_grid_pinpoints=[[h * image_size // 32, w * image_size // 32] for h, w in TINY_GRID_PINPOINTS],
+        image_grid_pinpoints=_pinpoints(image_size),
         vision_feature_layer=-1,
         vision_feature_select_strategy="full",
         vision_aspect_ratio="anyres_max_9",
