@@ -11,22 +11,22 @@ import pytest
 
 pytest.importorskip("av")
 
-from mmaccel.eval.benchmarks import get_benchmark  # noqa: E402
-from mmaccel.eval.benchmarks.mvbench import TASKS  # noqa: E402
-from mmaccel.eval.benchmarks.score import score_predictions  # noqa: E402
-from mmaccel.eval.benchmarks.videomme import TASK_TYPES  # noqa: E402
-from mmaccel.eval.suites import list_suites as eval_suites  # noqa: E402
-from mmaccel.eval.video import load_video  # noqa: E402
-from mmaccel.toy.suites import VIDEO_SUITES, get_suite, list_suites, read_manifest, write_suite  # noqa: E402
-from mmaccel.toy.suites.common import item_rng  # noqa: E402
-from mmaccel.toy.suites.video import (  # noqa: E402
+from mmaccel.eval.benchmarks import get_benchmark
+from mmaccel.eval.benchmarks.mvbench import TASKS
+from mmaccel.eval.benchmarks.score import score_predictions
+from mmaccel.eval.benchmarks.videomme import TASK_TYPES
+from mmaccel.eval.suites import list_suites as eval_suites
+from mmaccel.eval.video import load_video
+from mmaccel.toy.suites import VIDEO_SUITES, get_suite, list_suites, read_manifest, write_suite
+from mmaccel.toy.suites.common import item_rng
+from mmaccel.toy.suites.video import (
     MVBENCH_TASKS,
     NEXTQA_TYPES,
     VIDEOMME_TASK_TYPES,
     kind_of,
     widen,
 )
-from mmaccel.toy.video import VIDEO_QUESTION_TYPES, ask, render_clip  # noqa: E402
+from mmaccel.toy.video import VIDEO_QUESTION_TYPES, ask, render_clip
 
 SMALL = 18  # 6 question types x 3 durations
 NAMES = list(VIDEO_SUITES)
@@ -147,7 +147,7 @@ def test_the_mp4_frames_decode_to_the_rendered_clip(written, name):
         rendered = render_clip(clip)  # [F, 112, 112, 3]
         assert decoded.frames.shape == rendered.shape
         error = np.abs(_block_means(decoded.frames) - _block_means(rendered))
-        assert error.mean() < 2.0 and error.max() < 24.0
+        assert error.mean() < 2.5 and error.max() < 12.0  # another clip: about 27 and 150
 
 
 def test_full_sizes_bound_the_standard_error_by_3_points():
