@@ -164,3 +164,14 @@ def test_video_suites_stay_out_of_the_default_runs():
     assert set(NAMES).isdisjoint(list_suites()) and set(NAMES) <= set(list_suites(video=True))
     assert set(NAMES).isdisjoint(eval_suites())
     assert len(VIDEO_QUESTION_TYPES) == 6
+
+
+def test_toy_suites_command_writes_a_video_suite_on_request(tmp_path, capsys):
+    from mmaccel.cli import main
+
+    assert main(["toy", "suites", "--out", str(tmp_path), "--suite", "shapes-nextqa", "--size", "2"]) == 0
+    assert "shapes-nextqa: 2 questions (one clip each)" in capsys.readouterr().out
+    assert len(_samples("shapes-nextqa", tmp_path / "shapes-nextqa")) == 2
+    with pytest.raises(SystemExit):  # not a suite the image model runs
+        main(["toy", "bench", "--suite", "shapes-nextqa"])
+    assert "invalid choice: 'shapes-nextqa'" in capsys.readouterr().err
