@@ -59,7 +59,8 @@ def _register_suites(commands: argparse._SubParsersAction) -> None:
     names = list_suites()
     suites = commands.add_parser("suites", help="write the synthetic benchmark suites in the real data formats")
     suites.add_argument("--out", type=Path, required=True, help="folder; each suite goes to OUT/<suite>")
-    suites.add_argument("--suite", action="append", choices=names, help="suite to write (repeat; default all)")
+    suites.add_argument("--suite", action="append", choices=list_suites(video=True),
+                        help="suite to write (repeat; default the image suites)")  # fmt: skip
     suites.add_argument("--size", type=int, default=None, help="items per suite (default: the full size)")
     suites.set_defaults(func=run_suites)
 

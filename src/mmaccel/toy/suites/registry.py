@@ -1,4 +1,7 @@
-"""The seven synthetic suites: name -> benchmark, seed stream, full size and standard-error bound.
+"""The synthetic suites: name -> benchmark, seed stream, full size and standard-error bound.
+
+Seven image suites (:data:`SUITES`, what ``mmaccel eval`` and ``mmaccel toy bench`` run by default) and three
+video suites (:data:`VIDEO_SUITES`, written on demand by :func:`write_suite` for the video scorers).
 
 Sizes are chosen so that one standard error of the headline metric is at most 2 points (on a 0-100 scale) for
 *any* model, from the sampling structure alone:
@@ -13,6 +16,12 @@ Sizes are chosen so that one standard error of the headline metric is at most 2 
 * POPE's headline is the mean F1 of three splits that share their ``P`` positive questions. By the delta method
   its variance is at most ``0.3098 / P`` (the worst case, recall 0.22 with no false positives, maximised over
   recall and the three false-positive rates), so ``SE <= 55.7 / sqrt(P)``: 260 images (P = 780) give 1.99.
+
+The video suites hold one question per clip and aim at 3 points: ``shapes-videomme`` and ``shapes-nextqa`` have
+accuracy headlines, ``50 / sqrt(n)`` (288 questions give 2.95; Video-MME's official protocol leaves unparsed
+answers out, so ``n`` is then the parsed ones); MVBench's headline is the mean of ``K`` task accuracies with
+``m_k`` questions each, ``SE <= sqrt(sum_k 2500 / m_k) / K``, i.e. ``50 / sqrt(K m)`` for equal tasks: 6 x 48
+give 2.95.
 
 Each bound treats questions as independent; ``mmaccel toy bench`` also reports the bootstrap standard error over
 images (or questions) of the actual predictions.
@@ -34,9 +43,10 @@ from mmaccel.errors import ConfigError
 from mmaccel.toy.suites.choice import write_mmbench, write_sqa
 from mmaccel.toy.suites.common import SUITE_SEED
 from mmaccel.toy.suites.open_ended import write_gqa, write_textvqa, write_vqav2
+from mmaccel.toy.suites.video import MVBENCH_TASKS, write_mvbench, write_nextqa, write_videomme
 from mmaccel.toy.suites.yesno import MME_SUBTASKS, write_mme, write_pope
 
-__all__ = ["MANIFEST", "SUITES", "Suite", "get_suite", "list_suites", "read_manifest", "write_suite"]
+__all__ = ["MANIFEST", "SUITES", "VIDEO_SUITES", "Suite", "get_suite", "list_suites", "read_manifest", "write_suite"]
 
 log = logging.getLogger(__name__)
 MANIFEST = "shapes_suite.json"
@@ -45,6 +55,14 @@ POPE_WORST_VARIANCE = 0.3098  # max over recall and false-positive rates of P * 
 
 def _accuracy_bound(questions: int) -> float:
     return 50 / math.sqrt(questions)
+
+
+def _task_mean_bound(questions: int) -> float:
+    """Worst-case SE of the mean over tasks of per-task accuracy, item ``i`` in task ``i % K``."""
+    tasks = len(MVBENCH_TASKS)
+    sizes = [len(range(task, questions, tasks)) for task in range(tasks)]
+    present = [size for size in sizes if size]
+    return math.sqrt(sum(2500 / size for size in present)) / len(present)
 
 
 def _mme_bound(per_subtask: int) -> float:
@@ -100,17 +118,27 @@ SUITES: dict[str, Suite] = {
     )
 }
 
+VIDEO_SUITES: dict[str, Suite] = {
+    suite.name: suite
+    for suite in (
+        Suite("shapes-videomme", "videomme", 8, 288, "questions (one clip each)", write_videomme, _accuracy_bound),
+        Suite("shapes-mvbench", "mvbench", 9, 288, "questions (one clip each)", write_mvbench, _task_mean_bound),
+        Suite("shapes-nextqa", "nextqa", 10, 288, "questions (one clip each)", write_nextqa, _accuracy_bound),
+    )
+}
 
-def list_suites() -> list[str]:
-    """Suite names in their canonical order."""
-    return list(SUITES)
+
+def list_suites(video: bool = False) -> list[str]:
+    """Image suite names in their canonical order, then (``video``) the video suites."""
+    return [*SUITES, *(VIDEO_SUITES if video else ())]
 
 
 def get_suite(name: str) -> Suite:
-    """The suite called ``name``; :class:`ConfigError` naming the known suites otherwise."""
-    if name not in SUITES:
-        raise ConfigError(f"suite {name!r} is unknown; choose from {', '.join(SUITES)}")
-    return SUITES[name]
+    """The suite called ``name`` (image or video); :class:`ConfigError` naming the known suites otherwise."""
+    known = {**SUITES, **VIDEO_SUITES}
+    if name not in known:
+        raise ConfigError(f"suite {name!r} is unknown; choose from {', '.join(known)}")
+    return known[name]
 
 
 def read_manifest(root: str | Path) -> dict[str, Any] | None:
