@@ -374,7 +374,8 @@ def unit_index(
         return index
     visual = torch.isin(input_ids, torch.tensor(token_ids, device=input_ids.device))  # (B, N)
     device = input_ids.device
-    label_all = torch.cat(labels).to(device)  # matches input_ids[visual]: the items in (batch, sequence) order
+    # matches input_ids[visual], which lists the items in (batch, sequence) order
+    label_all = torch.cat([label.to(device) for label in labels])
     lengths = torch.tensor([label.numel() for label in labels], device=device)
     item_all = torch.repeat_interleave(torch.arange(len(labels), device=device), lengths)
     keys = torch.where(label_all >= 0, item_all * max_units + label_all, -1)
