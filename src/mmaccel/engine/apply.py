@@ -29,6 +29,7 @@ from mmaccel.engine.budget_check import record_budget
 from mmaccel.engine.context import TokenContext
 from mmaccel.engine.hooks import HookSet
 from mmaccel.engine.layers import LayerStage, LayerState, positions_mode
+from mmaccel.engine.sequence import last_position
 from mmaccel.engine.tower import TowerStage
 from mmaccel.engine.visual import VisualPrefill, VisualStage
 from mmaccel.errors import ConfigError, NotSupportedError
@@ -283,7 +284,7 @@ class Session:
             positions_mode=mode,
         )
         if self.adapter.uses_mrope():
-            sequence.next_position = positions[:, :, -1].amax(0) + 1  # left padding: the last column is real
+            sequence.next_position = last_position(positions, mask2d) + 1  # (B,) one past the last real token
             if prefill.rebuilt:  # decode calls without position ids continue from the kept positions
                 n_real = prefill.attention_mask.long().sum(-1)  # (B,)
                 self.adapter.set_rope_deltas((sequence.next_position - n_real)[:, None])

@@ -184,7 +184,7 @@ def rebuild_prompt(
         packed_pos = take_tokens(new_pos.view(-1, batch, width), kept, valid, 0)  # (R, B, N')
     else:
         packed_pos = (row_mask.long().cumsum(-1) - 1).clamp(min=0).expand(pos.shape[0], -1, -1)
-    shift = _last_position(pos, attention_mask) - _last_position(packed_pos, row_mask)  # (B,)
+    shift = last_position(pos, attention_mask) - last_position(packed_pos, row_mask)  # (B,)
     return RebuiltPrompt(
         input_ids=take_tokens(input_ids, kept, valid, pad_token_id),
         attention_mask=row_mask,
@@ -194,7 +194,7 @@ def rebuild_prompt(
     )
 
 
-def _last_position(pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def last_position(pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B,) the largest value over the rows of (R, B, N) ``pos`` at each row's last real token (0 for none)."""
     columns = torch.arange(mask.shape[1], device=mask.device)
     last = torch.where(mask.bool(), columns, -1).amax(dim=1)  # (B,)

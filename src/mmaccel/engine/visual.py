@@ -222,7 +222,10 @@ class VisualStage:
                 tuple(token_ids[m] for m in per_modality),
                 items.counts,
                 [run.n_out if run is not None else n for run, n in zip(runs, items.counts)],
-                [run.sources if run is not None else torch.arange(n) for run, n in zip(runs, items.counts)],
+                [
+                    run.sources if run is not None else torch.arange(n, device=input_ids.device)
+                    for run, n in zip(runs, items.counts)
+                ],
                 positions_mode,
                 pad_id,
             )
@@ -313,7 +316,7 @@ class VisualStage:
             context.visual_groups.append(run.groups)
             if run.sizes is not None:
                 context.visual_sizes.append(run.sizes)
-            context.visual_frames[g] = layout.frame_of(run.labels.to(layout.unit.device))
+            context.visual_frames[g] = layout.frame_of(run.labels)  # on the labels' device: no host copy
         if self.reduces:
             for row_stats, n_out in zip(stats, visual_out):
                 row_stats.stages[self.stage_name] = (row_stats.visual_tokens, n_out)
@@ -355,6 +358,10 @@ def _expanded(input_ids: torch.Tensor, expand: int, token: int, modality: str, l
         item for row in range(prompts.shape[0]) for _ in range(expand) for item, of in enumerate(rows) if of == row
     ]
     return [layouts[i] for i in copies], None if runs is None else [runs[i] for i in copies]
+
+
+def _arange(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.arange(n, device=like.device)
 
 
 def _run_of(runs: list[ReducedRun] | None, k: int) -> ReducedRun | None:
