@@ -375,6 +375,8 @@ def unit_index(
 
     ``labels``: per item in (batch, sequence) order, the unit (-1 structural) of each of its placeholder tokens;
     units are numbered within a row in the order of their items, then of their labels (each below ``max_units``).
+    Numbers are dense ranks of the units present: a unit that kept no token has none, and the later units of its
+    row take the next numbers (so they are group ids, not indices into the row's unit sizes).
     """
     index = torch.full_like(input_ids, -1)
     if not labels:
