@@ -149,9 +149,10 @@ def _span(rng: np.random.Generator, n_frames: int, minimum: int) -> tuple[int, i
     return start, start + length
 
 
-def sample_clip(rng: np.random.Generator, n_frames: int, needle: bool = False) -> Clip:
+def sample_clip(rng: np.random.Generator, n_frames: int, needle: bool = False, appearances: bool = False) -> Clip:
     """Draw a clip of ``n_frames`` frames: 2-4 shapes with unique (colour, shape) pairs, each maybe appearing,
-    disappearing, changing colour or moving; a sign shown for a few frames, or (``needle``) for one or two."""
+    disappearing, changing colour or moving; a sign shown for a few frames, or (``needle``) for one or two.
+    ``appearances`` makes a shape appear after the first frame half the time (count questions need them)."""
     n_tracks = int(rng.integers(2, 5))
     cells = [divmod(int(c), GRID) for c in rng.permutation(GRID * GRID)]
     pairs = rng.permutation(len(COLOR_NAMES) * len(SHAPES))
@@ -166,6 +167,8 @@ def sample_clip(rng: np.random.Generator, n_frames: int, needle: bool = False) -
         if cell is None:
             break
         event = ("appear", "disappear", "change", "move", "still")[int(rng.integers(0, 5))]
+        if appearances and rng.random() < 0.5:
+            event = "appear"
         start, end = 0, n_frames
         track = {"shape": shape, "color": color, "cell": cell, "size": int(rng.integers(14, 24))}
         if event == "appear":
@@ -369,7 +372,7 @@ def ask(kind: str, length: str, rng: np.random.Generator, max_tries: int = 200) 
     if length not in CLIP_LENGTHS:
         raise ValueError(f"unknown clip length {length!r}; known: {', '.join(CLIP_LENGTHS)}")
     for _ in range(max_tries):
-        clip = sample_clip(rng, CLIP_LENGTHS[length], needle=kind == "needle")
+        clip = sample_clip(rng, CLIP_LENGTHS[length], needle=kind == "needle", appearances=kind == "count")
         question = ASKERS[kind](clip, rng)
         if question is not None:
             return clip, question
