@@ -41,6 +41,7 @@ class TileLayout:
     frames: dict[int, int] = field(default_factory=dict)
     visual: int | None = None  # tokens that stand for patches, when the builder knows it (saves a host read)
     sizes: list[int] | None = None  # tokens of each unit of ``grids``, when the builder knows it
+    _positions: dict[int, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)  # cache
 
     @property
     def n_tokens(self) -> int:
@@ -74,8 +75,11 @@ class TileLayout:
         return torch.where(labels >= 0, table[labels.clamp(min=0)], -1)
 
     def positions(self, unit: int) -> torch.Tensor:
-        """(n_u,) positions of ``unit``'s tokens in the run, in raster order."""
-        return torch.nonzero(self.unit == unit).flatten()
+        """(n_u,) positions of ``unit``'s tokens in the run, in raster order (computed once per layout: the
+        engine reads them at every prefill, and a family's items often share one layout)."""
+        if unit not in self._positions:
+            self._positions[unit] = torch.nonzero(self.unit == unit).flatten()
+        return self._positions[unit]
 
 
 def grid_layout_from_coordinates(
