@@ -16,6 +16,22 @@ TINY_IMAGE_TOKEN = 100
 SMALL_LLAVA = {"image_size": 32, "patch_size": 8, "hidden": 64, "vision_hidden": 32, "vocab": 128}
 
 
+def _tiny_text_config(config_class, hidden: int, layers: int, vocab: int):
+    """A tiny Llama-like decoder config (4 heads, 2 key-value heads, ids pad 0, bos 1, eos 2)."""
+    return config_class(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
 def tiny_llava(
     image_size: int = 112,
     patch_size: int = 14,
@@ -42,18 +58,7 @@ def tiny_llava(
         patch_size=patch_size,
         projection_dim=vision_hidden,
     )
-    text = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    text = _tiny_text_config(LlamaConfig, hidden, layers, vocab)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -209,21 +214,6 @@ def tiny_qwen2_5_vl(
 
 # -- LLaVA-NeXT and LLaVA-OneVision (anyres tiles; OneVision also video) ---------------------------------------
 TINY_GRID_PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]  # tiles of 32 px: 1x1, 1x2, 2x1, 2x2 grids
-
-
-def _tiny_text_config(config_class, hidden: int, layers: int, vocab: int):
-    return config_class(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
 
 
 def _anyres_tower(image_size: int, patch_size: int, width: int) -> dict:
