@@ -325,24 +325,44 @@ class VisualStage:
         return context
 
 
-def visual_tokens_per_row(adapter: ModelAdapter, inputs: dict[str, Any]) -> list[int]:
-    """Visual tokens of every row of processor ``inputs`` as a session's stats count them (structural tokens such
-    as anyres newlines excluded), without running the model."""
+@dataclass(frozen=True)
+class PlacedItem:
+    """A visual item of processor inputs: its modality, its number among that modality's items, its row, layout."""
+
+    modality: str
+    number: int
+    row: int
+    layout: TileLayout
+
+
+def placed_items(adapter: ModelAdapter, inputs: dict[str, Any]) -> list[PlacedItem]:
+    """The visual items of processor ``inputs`` in (batch, sequence) order, laid out by the adapter and placed in
+    their rows as the engine splits the placeholder runs (a mismatch is a ``ConfigError``), without running the
+    model."""
     input_ids = inputs["input_ids"]
     token_ids = adapter.visual_token_ids()
     names = {token: modality for modality, token in token_ids.items()}
     layouts_of, counts = {}, {}
     for modality, token in token_ids.items():
-        if not bool((input_ids == token).any()):
-            continue
         keys = adapter.image_input_keys if modality == "image" else adapter.video_input_keys
         raw = inputs.get(keys[0]) if keys else None
-        layouts = adapter.visual_layouts(modality, inputs, raw.shape[0] if raw is not None else 0)
-        layouts_of[token], counts[token] = layouts, [layout.n_tokens for layout in layouts]
-    items = visual_layout(input_ids, counts, names)
-    per_row = [0] * input_ids.shape[0]
-    for (token, k), row in zip(items.items, items.rows):
-        per_row[row] += layouts_of[token][k].n_visual
+        if raw is None and not bool((input_ids == token).any()):
+            continue
+        n_items = len(raw) if raw is not None else 0
+        layouts_of[token] = adapter.visual_layouts(modality, inputs, n_items)
+        counts[token] = [layout.n_tokens for layout in layouts_of[token]]
+    placed = visual_layout(input_ids, counts, names)
+    return [
+        PlacedItem(names[token], k, row, layouts_of[token][k]) for (token, k), row in zip(placed.items, placed.rows)
+    ]
+
+
+def visual_tokens_per_row(adapter: ModelAdapter, inputs: dict[str, Any]) -> list[int]:
+    """Visual tokens of every row of processor ``inputs`` as a session's stats count them (structural tokens such
+    as anyres newlines excluded), without running the model."""
+    per_row = [0] * inputs["input_ids"].shape[0]
+    for item in placed_items(adapter, inputs):
+        per_row[item.row] += item.layout.n_visual
     return per_row
 
 

@@ -30,7 +30,6 @@ from typing import Any
 
 from torch import nn
 
-from mmaccel.errors import ConfigError
 from mmaccel.models.base import ModelAdapter
 from mmaccel.models.registry import adapter_for
 from mmaccel.ops.flops import ModelShape, TowerRun, TransformerShape, VisualWork
@@ -180,25 +179,11 @@ def llava_items(adapter: ModelAdapter, inputs: dict[str, Any], modality: str, ti
 def visual_work(model_or_adapter: nn.Module | ModelAdapter, inputs: dict[str, Any]) -> list[VisualWork]:
     """Per row of the batch ``inputs`` (the processor's output, as given to the model), its
     :class:`VisualWork`: the images, tiles and frames the model will encode for that row."""
-    from mmaccel.engine.sequence import visual_layout
+    from mmaccel.engine.visual import placed_items
 
     adapter = _adapter(model_or_adapter)
-    input_ids = inputs["input_ids"]
-    token_ids = adapter.visual_token_ids()
-    names = {token: modality for modality, token in token_ids.items()}
-    items, counts = {}, {}
-    for modality, token in token_ids.items():
-        modality_items = adapter.visual_items(inputs, modality)
-        if not modality_items and not bool((input_ids == token).any()):
-            continue
-        layouts = adapter.visual_layouts(modality, inputs, len(modality_items))
-        if len(layouts) != len(modality_items):
-            raise ConfigError(
-                f"{adapter.name}: the inputs hold {len(modality_items)} {modality}s but lay out {len(layouts)}"
-            )
-        items[token], counts[token] = modality_items, [layout.n_tokens for layout in layouts]
-    rows = [VisualWork() for _ in range(input_ids.shape[0])]
-    placed = visual_layout(input_ids, counts, names)  # as the engine splits the runs; a mismatch is a ConfigError
-    for (token, k), row in zip(placed.items, placed.rows):
-        rows[row] = rows[row] + items[token][k]
+    items = {modality: adapter.visual_items(inputs, modality) for modality in adapter.visual_token_ids()}
+    rows = [VisualWork() for _ in range(inputs["input_ids"].shape[0])]
+    for item in placed_items(adapter, inputs):  # as the engine splits the runs; a mismatch is a ConfigError
+        rows[item.row] = rows[item.row] + items[item.modality][item.number]
     return rows

@@ -49,21 +49,10 @@ def budget_units(model, family: TinyFamily, inputs: dict[str, torch.Tensor]) -> 
     """Per visual item of ``inputs`` (images and videos, in batch and sequence order), the token counts its
     budget applies to separately: the units of the adapter's layouts (an image, an anyres tile, a video frame or
     frame group). Tokens outside every unit (anyres newlines) are structural: always kept, not counted."""
-    from mmaccel.engine.sequence import visual_layout
+    from mmaccel.engine.visual import placed_items
     from mmaccel.models.registry import adapter_for
 
-    adapter = adapter_for(model)
-    input_ids = inputs["input_ids"]
-    names, layouts, counts = {}, {}, {}
-    for modality, token in adapter.visual_token_ids().items():
-        if not bool((input_ids == token).any()):
-            continue
-        keys = adapter.image_input_keys if modality == "image" else adapter.video_input_keys
-        n_items = len(inputs[keys[0]]) if keys[0] in inputs else 0
-        names[token], layouts[token] = modality, adapter.visual_layouts(modality, inputs, n_items)
-        counts[token] = [layout.n_tokens for layout in layouts[token]]
-    placed = visual_layout(input_ids, counts, names)
-    return [layouts[token][k].unit_sizes() for token, k in placed.items]
+    return [item.layout.unit_sizes() for item in placed_items(adapter_for(model), inputs)]
 
 
 def tokens_per_image(model, family: TinyFamily) -> int:
